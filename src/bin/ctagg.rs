@@ -1,0 +1,169 @@
+//! `ctagg`: the command line. `ctagg run DAY` aggregates one day through the same
+//! library path as the Lambda, configured by the same environment variables (flags
+//! override them).
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use cloudtrail_aggregator::trigger::Day;
+use cloudtrail_aggregator::{aggregate_day, aws, telemetry, Config, RunOptions, Summary};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ctagg",
+    version,
+    about = "Aggregate CloudTrail logs in S3 into daily gzip NDJSON files"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Aggregate one day (`ctagg run 2024-02-12`) or a range (`--from … --to …`), one day at a time.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The UTC day to aggregate, YYYY-MM-DD.
+    #[arg(value_name = "DAY", conflicts_with_all = ["from", "to"], required_unless_present_all = ["from", "to"])]
+    day: Option<String>,
+    /// First day of a range, YYYY-MM-DD (with --to).
+    #[arg(long, requires = "to")]
+    from: Option<String>,
+    /// Last day of a range, inclusive, YYYY-MM-DD (with --from).
+    #[arg(long, requires = "from")]
+    to: Option<String>,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+/// Flags that override the environment variables of the same name.
+#[derive(Debug, Args)]
+struct Overrides {
+    /// Overrides SRC_BUCKET.
+    #[arg(long)]
+    src_bucket: Option<String>,
+    /// Overrides SRC_PREFIX.
+    #[arg(long)]
+    src_prefix: Option<String>,
+    /// Overrides DST_BUCKET.
+    #[arg(long)]
+    dst_bucket: Option<String>,
+    /// Overrides DST_PREFIX.
+    #[arg(long)]
+    dst_prefix: Option<String>,
+    /// Overrides CHUNK_SIZE_BYTES.
+    #[arg(long)]
+    chunk_size_bytes: Option<u64>,
+    /// Overrides MAX_CONCURRENT_GETS.
+    #[arg(long)]
+    max_concurrent_gets: Option<usize>,
+}
+
+impl Overrides {
+    fn config(&self) -> Result<Config> {
+        let mut vars: HashMap<String, String> = std::env::vars().collect();
+        let mut set = |name: &str, v: Option<String>| {
+            if let Some(v) = v {
+                vars.insert(name.to_string(), v);
+            }
+        };
+        set("SRC_BUCKET", self.src_bucket.clone());
+        set("SRC_PREFIX", self.src_prefix.clone());
+        set("DST_BUCKET", self.dst_bucket.clone());
+        set("DST_PREFIX", self.dst_prefix.clone());
+        set(
+            "CHUNK_SIZE_BYTES",
+            self.chunk_size_bytes.map(|n| n.to_string()),
+        );
+        set(
+            "MAX_CONCURRENT_GETS",
+            self.max_concurrent_gets.map(|n| n.to_string()),
+        );
+        Ok(Config::from_map(&vars)?)
+    }
+}
+
+fn parse_day(s: &str, what: &str) -> Result<Day> {
+    let today = chrono::Utc::now().date_naive();
+    let day: Day = s.parse().with_context(|| what.to_string())?;
+    day.check_range(today).with_context(|| what.to_string())
+}
+
+fn days(args: &RunArgs) -> Result<Vec<Day>> {
+    if let Some(d) = &args.day {
+        return Ok(vec![parse_day(d, "DAY")?]);
+    }
+    let (Some(from), Some(to)) = (&args.from, &args.to) else {
+        bail!("give a DAY, or --from and --to");
+    };
+    let (from, to) = (parse_day(from, "--from")?, parse_day(to, "--to")?);
+    if from > to {
+        bail!("--from {from} is after --to {to}");
+    }
+    let mut out = vec![from];
+    while let Some(next) = out.last().and_then(|d| d.succ()).filter(|d| *d <= to) {
+        out.push(next);
+    }
+    Ok(out)
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn summary_line(cfg: &Config, s: &Summary) -> String {
+    let m = &s.manifest;
+    format!(
+        "{}: {} files, {} records, {} chunks, {} read, {} written ({} NDJSON) in {:.2}s -> s3://{}/{}",
+        s.day,
+        m.source_files,
+        m.records,
+        m.chunks.len(),
+        mb(m.bytes_read),
+        mb(m.bytes_written),
+        mb(m.uncompressed_bytes_written),
+        s.duration.as_secs_f64(),
+        cfg.dst_bucket,
+        s.manifest_key,
+    )
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    let cfg = args.overrides.config()?;
+    let days = days(&args)?;
+    let s3 = aws::s3_client_from_env().await;
+    for (i, day) in days.iter().enumerate() {
+        let summary = aggregate_day(&s3, &cfg, *day, RunOptions::default())
+            .await
+            .with_context(|| {
+                format!(
+                    "aggregating {day} failed ({i} of {} days done before it)",
+                    days.len()
+                )
+            })?;
+        println!("{}", summary_line(&cfg, &summary));
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(std::io::stderr, true);
+    let result = match cli.command {
+        Command::Run(args) => run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Configuration from the environment, validated once at start.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `SRC_BUCKET` | bucket CloudTrail delivers to | required |
+//! | `SRC_PREFIX` | the `AWSLogs/` folder, or an organisation's `AWSLogs/o-…/` | `AWSLogs/` |
+//! | `DST_BUCKET` | bucket the daily files are written to | required |
+//! | `DST_PREFIX` | folder the `YYYY/MM/DD/` folders are written under | `cloudtrail-daily/` |
+//! | `CHUNK_SIZE_BYTES` | largest uncompressed size of one output file | 67108864 (64 MiB) |
+//! | `GZIP_LEVEL` | gzip level of the output, 1 (fast) to 9 (small) | 6 |
+//! | `MAX_CONCURRENT_GETS` | source objects fetched at once | 32 |
+//! | `MAX_CONCURRENT_LISTS` | ListObjectsV2 walks at once | 16 |
+//! | `LOG_LEVEL` | `trace`, `debug`, `info`, `warn`/`warning`, `error`/`critical` | `info` |
+//!
+//! Prefixes are normalised to end in `/` (an empty prefix means the bucket's root).
+//! A missing or malformed value is an [`ConfigError`] naming the variable.
+
+use std::collections::HashMap;
+
+use crate::chunks::{DEFAULT_CHUNK_SIZE_BYTES, DEFAULT_GZIP_LEVEL};
+
+pub const DEFAULT_SRC_PREFIX: &str = "AWSLogs/";
+pub const DEFAULT_DST_PREFIX: &str = "cloudtrail-daily/";
+pub const DEFAULT_MAX_CONCURRENT_GETS: usize = 32;
+pub const DEFAULT_MAX_CONCURRENT_LISTS: usize = 16;
+/// S3's limit for a single PutObject; a chunk must fit in one.
+pub const MAX_CHUNK_SIZE_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// A configuration variable that is missing or malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        reason: reason.into(),
+    }
+}
+
+/// Validated settings of one deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub src_bucket: String,
+    /// Ends in `/`, or is empty.
+    pub src_prefix: String,
+    pub dst_bucket: String,
+    /// Ends in `/`, or is empty.
+    pub dst_prefix: String,
+    pub chunk_size_bytes: u64,
+    pub gzip_level: u32,
+    pub max_concurrent_gets: usize,
+    pub max_concurrent_lists: usize,
+    /// A tracing level name, lower case, when `LOG_LEVEL` is set.
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads from a map (tests, or the CLI's flags laid over the environment).
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    /// Reads each variable through `get`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let src_bucket = bucket("SRC_BUCKET", get("SRC_BUCKET"))?;
+        let dst_bucket = bucket("DST_BUCKET", get("DST_BUCKET"))?;
+        let src_prefix = prefix("SRC_PREFIX", get("SRC_PREFIX"), DEFAULT_SRC_PREFIX)?;
+        let dst_prefix = prefix("DST_PREFIX", get("DST_PREFIX"), DEFAULT_DST_PREFIX)?;
+        if src_bucket == dst_bucket
+            && (dst_prefix.starts_with(&src_prefix) || src_prefix.starts_with(&dst_prefix))
+        {
+            return Err(err(
+                "DST_PREFIX",
+                format!(
+                    "s3://{dst_bucket}/{dst_prefix} overlaps the source s3://{src_bucket}/{src_prefix}; \
+                     write the output beside the logs, not inside or above them"
+                ),
+            ));
+        }
+        let chunk_size_bytes = number(
+            "CHUNK_SIZE_BYTES",
+            get("CHUNK_SIZE_BYTES"),
+            DEFAULT_CHUNK_SIZE_BYTES,
+            1,
+            MAX_CHUNK_SIZE_BYTES,
+        )?;
+        let gzip_level = number(
+            "GZIP_LEVEL",
+            get("GZIP_LEVEL"),
+            DEFAULT_GZIP_LEVEL as u64,
+            1,
+            9,
+        )? as u32;
+        let max_concurrent_gets = number(
+            "MAX_CONCURRENT_GETS",
+            get("MAX_CONCURRENT_GETS"),
+            DEFAULT_MAX_CONCURRENT_GETS as u64,
+            1,
+            1024,
+        )? as usize;
+        let max_concurrent_lists = number(
+            "MAX_CONCURRENT_LISTS",
+            get("MAX_CONCURRENT_LISTS"),
+            DEFAULT_MAX_CONCURRENT_LISTS as u64,
+            1,
+            256,
+        )? as usize;
+        let log_level = match get("LOG_LEVEL") {
+            None => None,
+            Some(s) if s.trim().is_empty() => None,
+            Some(s) => Some(level_name(&s).ok_or_else(|| {
+                err(
+                    "LOG_LEVEL",
+                    format!("{s:?} is not one of trace, debug, info, warn, error"),
+                )
+            })?),
+        };
+        Ok(Config {
+            src_bucket,
+            src_prefix,
+            dst_bucket,
+            dst_prefix,
+            chunk_size_bytes,
+            gzip_level,
+            max_concurrent_gets,
+            max_concurrent_lists,
+            log_level,
+        })
+    }
+}
+
+/// Maps a level name (tracing's or Python logging's, any case) to tracing's.
+pub fn level_name(s: &str) -> Option<String> {
+    let l = s.trim().to_ascii_lowercase();
+    let name = match l.as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" => "info",
+        "warn" | "warning" => "warn",
+        "error" | "critical" | "fatal" => "error",
+        _ => return None,
+    };
+    Some(name.to_string())
+}
+
+fn bucket(var: &'static str, value: Option<String>) -> Result<String, ConfigError> {
+    let v = value.unwrap_or_default();
+    let v = v.trim();
+    if v.is_empty() {
+        return Err(err(var, "is required (the bucket name)"));
+    }
+    if v.starts_with("s3://") || v.contains('/') {
+        return Err(err(
+            var,
+            format!("{v:?} must be a bucket name, not a URI or path"),
+        ));
+    }
+    let ok_chars = v
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let ok_ends = v.as_bytes()[0].is_ascii_alphanumeric()
+        && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric();
+    if !(3..=63).contains(&v.len()) || !ok_chars || !ok_ends {
+        return Err(err(
+            var,
+            format!(
+                "{v:?} is not a valid S3 bucket name (3-63 lowercase letters, digits, '-', '.')"
+            ),
+        ));
+    }
+    Ok(v.to_string())
+}
+
+fn prefix(var: &'static str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let v = match value {
+        None => return Ok(default.to_string()),
+        Some(v) => v.trim().to_string(),
+    };
+    if v.starts_with("s3://") {
+        return Err(err(
+            var,
+            format!("{v:?} must be a key prefix, not an s3:// URI"),
+        ));
+    }
+    if v.starts_with('/') {
+        return Err(err(
+            var,
+            format!("{v:?} must not start with '/' (S3 keys have no leading slash)"),
+        ));
+    }
+    if v.contains("//") {
+        return Err(err(
+            var,
+            format!("{v:?} contains an empty path segment '//'"),
+        ));
+    }
+    if v.is_empty() {
+        return Ok(v);
+    }
+    Ok(if v.ends_with('/') { v } else { format!("{v}/") })
+}
+
+fn number(
+    var: &'static str,
+    value: Option<String>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(v) = value else {
+        return Ok(default);
+    };
+    let n: u64 = v
+        .trim()
+        .parse()
+        .map_err(|_| err(var, format!("{v:?} is not a whole number")))?;
+    if n < min || n > max {
+        return Err(err(var, format!("{n} is out of range ({min} to {max})")));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_map(&map)
+    }
+
+    /// Defaults fill in everything but the buckets; prefixes gain a trailing slash.
+    #[test]
+    fn defaults_and_normalisation() {
+        let c = cfg(&[("SRC_BUCKET", "logs"), ("DST_BUCKET", "out")]).unwrap();
+        assert_eq!(c.src_prefix, "AWSLogs/");
+        assert_eq!(c.dst_prefix, "cloudtrail-daily/");
+        assert_eq!(c.chunk_size_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.log_level, None);
+        let c = cfg(&[
+            ("SRC_BUCKET", "logs"),
+            ("DST_BUCKET", "out"),
+            ("SRC_PREFIX", "AWSLogs/o-abc123def4"),
+            ("DST_PREFIX", ""),
+            ("CHUNK_SIZE_BYTES", "1000"),
+            ("LOG_LEVEL", "WARNING"),
+        ])
+        .unwrap();
+        assert_eq!(c.src_prefix, "AWSLogs/o-abc123def4/");
+        assert_eq!(c.dst_prefix, "");
+        assert_eq!(c.chunk_size_bytes, 1000);
+        assert_eq!(c.log_level.as_deref(), Some("warn"));
+    }
+
+    /// Each bad value names its variable.
+    #[test]
+    fn errors_name_the_variable() {
+        let base = [("SRC_BUCKET", "logs"), ("DST_BUCKET", "out")];
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("DST_BUCKET", "out")], "SRC_BUCKET: is required"),
+            (&[("SRC_BUCKET", "logs")], "DST_BUCKET: is required"),
+            (
+                &[("SRC_BUCKET", "s3://logs"), ("DST_BUCKET", "out")],
+                "SRC_BUCKET",
+            ),
+            (
+                &[("SRC_BUCKET", "Logs_Bucket"), ("DST_BUCKET", "out")],
+                "not a valid S3 bucket name",
+            ),
+            (
+                &[("CHUNK_SIZE_BYTES", "64MB")],
+                "CHUNK_SIZE_BYTES: \"64MB\" is not a whole number",
+            ),
+            (
+                &[("CHUNK_SIZE_BYTES", "0")],
+                "CHUNK_SIZE_BYTES: 0 is out of range",
+            ),
+            (&[("SRC_PREFIX", "/AWSLogs/")], "SRC_PREFIX"),
+            (&[("DST_PREFIX", "a//b")], "DST_PREFIX"),
+            (&[("LOG_LEVEL", "loud")], "LOG_LEVEL"),
+            (&[("MAX_CONCURRENT_GETS", "0")], "MAX_CONCURRENT_GETS"),
+            (&[("GZIP_LEVEL", "10")], "GZIP_LEVEL"),
+        ];
+        for (pairs, want) in cases {
+            let mut all: Vec<(&str, &str)> = base.to_vec();
+            for (k, v) in pairs.iter() {
+                all.retain(|(bk, _)| bk != k);
+                all.push((k, v));
+            }
+            // Cases that omit a bucket on purpose.
+            if want.contains("is required") {
+                all = pairs.to_vec();
+            }
+            let e = cfg(&all).unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} should contain {want:?}");
+        }
+    }
+
+    /// The output may not be written inside the source tree of the same bucket.
+    #[test]
+    fn overlapping_output_refused() {
+        let e = cfg(&[
+            ("SRC_BUCKET", "logs"),
+            ("DST_BUCKET", "logs"),
+            ("SRC_PREFIX", "AWSLogs/"),
+            ("DST_PREFIX", "AWSLogs/daily/"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "DST_PREFIX");
+        let ok = cfg(&[
+            ("SRC_BUCKET", "logs"),
+            ("DST_BUCKET", "logs"),
+            ("DST_PREFIX", "daily/"),
+        ]);
+        assert!(ok.is_ok());
+    }
+}

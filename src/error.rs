@@ -1,0 +1,70 @@
+//! Typed errors. Each variant says what failed and where: the operation, the
+//! `s3://bucket/key`, and the underlying cause.
+
+use std::io;
+
+use crate::config::ConfigError;
+use crate::records::RecordsError;
+
+/// An error of one day's aggregation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    /// An S3 call failed. `detail` holds the SDK's whole error chain.
+    #[error("{operation} s3://{bucket}/{key} failed: {detail}")]
+    S3 {
+        operation: &'static str,
+        bucket: String,
+        key: String,
+        detail: String,
+    },
+
+    /// A source object could not be read as a CloudTrail delivery file.
+    #[error("s3://{bucket}/{key}: not a readable CloudTrail log file: {source}")]
+    Records {
+        bucket: String,
+        key: String,
+        #[source]
+        source: RecordsError,
+    },
+
+    /// Compressing an output chunk failed (in memory; should not happen).
+    #[error("compressing chunk s3://{bucket}/{key} failed: {source}")]
+    Compress {
+        bucket: String,
+        key: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The run stopped before it could finish within the Lambda's deadline.
+    #[error("stopped before the deadline with {files_done} of {files_total} source files read for {day}; nothing was marked complete (no _manifest.json), a retry starts over")]
+    Deadline {
+        day: String,
+        files_done: u64,
+        files_total: u64,
+    },
+
+    /// A worker task ended abnormally (a panic in the aggregation).
+    #[error("internal error in {stage}: {detail}")]
+    Internal { stage: &'static str, detail: String },
+}
+
+impl Error {
+    /// Builds an [`Error::S3`] from any SDK error, keeping its full cause chain.
+    pub fn s3<E: std::error::Error>(
+        operation: &'static str,
+        bucket: &str,
+        key: &str,
+        err: E,
+    ) -> Error {
+        Error::S3 {
+            operation,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            detail: aws_sdk_s3::error::DisplayErrorContext(err).to_string(),
+        }
+    }
+}

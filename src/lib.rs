@@ -1,0 +1,32 @@
+//! cloudtrail-aggregator: one day of CloudTrail logs in S3 → a few gzip NDJSON files.
+//!
+//! Data moves one way through one module per stage; each stage's core is synchronous
+//! and tested with bytes, its I/O edge async:
+//!
+//! - [`trigger`]: an SQS message body → the [`trigger::Day`] to aggregate;
+//! - [`listing`]: the delimited `ListObjectsV2` walk → the day's source keys, sorted;
+//! - [`records`]: a delivery file's bytes → its records, streamed one at a time;
+//! - [`chunks`]: records → gzip NDJSON chunks under a byte bound;
+//! - [`writer`]: chunk uploads, stale-chunk cleanup, `_manifest.json`;
+//! - [`pipeline`]: wires the stages for one day with bounded concurrency;
+//! - [`handler`]: an `SqsEvent` → per-message days → `SqsBatchResponse`.
+//!
+//! Around them: [`config`] (environment, validated once), [`error`] (typed errors
+//! naming what failed), [`telemetry`] (tracing set-up) and [`aws`] (the S3 client).
+
+pub mod aws;
+pub mod chunks;
+pub mod config;
+pub mod error;
+pub mod handler;
+pub mod listing;
+pub mod pipeline;
+pub mod records;
+pub mod telemetry;
+pub mod trigger;
+pub mod writer;
+
+pub use config::Config;
+pub use error::Error;
+pub use pipeline::{aggregate_day, RunOptions, Summary};
+pub use trigger::Day;

@@ -1,0 +1,228 @@
+//! Listing: the source objects of one day, found with delimited `ListObjectsV2`.
+//!
+//! The walk under `SRC_PREFIX`:
+//! 1. child folders that are 12-digit account ids are accounts; child folders that are
+//!    organisation ids (`o-` + 10–32 lowercase letters or digits) are listed once
+//!    more, and *their* 12-digit children are accounts. One setting therefore serves
+//!    an organisation trail (`AWSLogs/o-…/ACCOUNT/`), a single-account trail
+//!    (`AWSLogs/ACCOUNT/`) and a bucket holding both; any other child is ignored;
+//! 2. the regions: every child folder of `ACCOUNT/CloudTrail/` (so `CloudTrail-Digest/`
+//!    and `CloudTrail-Insight/` are never entered);
+//! 3. the objects directly in `ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/` (no other day).
+//!
+//! Every listing follows continuation tokens; listings of one level run concurrently,
+//! at most `max_concurrent` at once. The result is sorted by key, which fixes the
+//! order of records in the output.
+
+use aws_sdk_s3::Client;
+use futures::{StreamExt, TryStreamExt};
+use tracing::debug;
+
+use crate::error::Error;
+use crate::trigger::Day;
+
+/// One source object of the day.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SourceObject {
+    pub key: String,
+    pub size: u64,
+}
+
+/// What a child folder name under the source prefix is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Child {
+    Account,
+    Organisation,
+    Other,
+}
+
+/// Classifies one folder name (without slashes).
+pub fn classify(name: &str) -> Child {
+    if is_account_id(name) {
+        Child::Account
+    } else if let Some(rest) = name.strip_prefix("o-") {
+        let ok = (10..=32).contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if ok {
+            Child::Organisation
+        } else {
+            Child::Other
+        }
+    } else {
+        Child::Other
+    }
+}
+
+/// A 12-digit AWS account id.
+pub fn is_account_id(name: &str) -> bool {
+    name.len() == 12 && name.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// One delimited listing: the child folders (full prefixes) and the objects directly
+/// under `prefix`, over all pages.
+pub async fn list_level(
+    s3: &Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<(Vec<String>, Vec<SourceObject>), Error> {
+    let mut folders = Vec::new();
+    let mut objects = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .delimiter("/")
+        .into_paginator()
+        .send();
+    let mut page_no = 0u32;
+    while let Some(page) = pages
+        .try_next()
+        .await
+        .map_err(|e| Error::s3("ListObjectsV2", bucket, prefix, e))?
+    {
+        page_no += 1;
+        let before = (folders.len(), objects.len());
+        for cp in page.common_prefixes() {
+            if let Some(p) = cp.prefix() {
+                folders.push(p.to_string());
+            }
+        }
+        for o in page.contents() {
+            if let Some(k) = o.key() {
+                objects.push(SourceObject {
+                    key: k.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+        }
+        debug!(
+            bucket,
+            prefix,
+            page = page_no,
+            folders = folders.len() - before.0,
+            objects = objects.len() - before.1,
+            "listed"
+        );
+    }
+    Ok((folders, objects))
+}
+
+/// The last path segment of a folder prefix: `a/b/c/` → `c`.
+fn folder_name(prefix: &str) -> &str {
+    let trimmed = prefix.strip_suffix('/').unwrap_or(prefix);
+    trimmed.rsplit('/').next().unwrap_or(trimmed)
+}
+
+/// Lists many prefixes concurrently; results in the order of `prefixes`.
+async fn list_many(
+    s3: &Client,
+    bucket: &str,
+    prefixes: Vec<String>,
+    max_concurrent: usize,
+) -> Result<Vec<(String, Vec<String>, Vec<SourceObject>)>, Error> {
+    futures::stream::iter(prefixes)
+        .map(|p| async move {
+            let (folders, objects) = list_level(s3, bucket, &p).await?;
+            Ok::<_, Error>((p, folders, objects))
+        })
+        .buffered(max_concurrent.max(1))
+        .try_collect()
+        .await
+}
+
+/// What the walk found, for the log and for the "nothing found" warning.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    pub accounts: usize,
+    pub regions: usize,
+    /// The objects of the day, sorted by key.
+    pub objects: Vec<SourceObject>,
+}
+
+/// Finds every source object of `day` under `src_prefix`.
+pub async fn list_day(
+    s3: &Client,
+    bucket: &str,
+    src_prefix: &str,
+    day: Day,
+    max_concurrent: usize,
+) -> Result<Found, Error> {
+    let (top, _) = list_level(s3, bucket, src_prefix).await?;
+    let mut accounts = Vec::new();
+    let mut orgs = Vec::new();
+    for folder in top {
+        match classify(folder_name(&folder)) {
+            Child::Account => accounts.push(folder),
+            Child::Organisation => orgs.push(folder),
+            Child::Other => {
+                debug!(bucket, prefix = %folder, "not an account or organisation; skipped")
+            }
+        }
+    }
+    for (org, folders, _) in list_many(s3, bucket, orgs, max_concurrent).await? {
+        for folder in folders {
+            if is_account_id(folder_name(&folder)) {
+                accounts.push(folder);
+            } else {
+                debug!(bucket, prefix = %folder, org = %org, "not an account; skipped");
+            }
+        }
+    }
+    accounts.sort();
+    accounts.dedup();
+    let trails: Vec<String> = accounts.iter().map(|a| format!("{a}CloudTrail/")).collect();
+    let mut days = Vec::new();
+    for (_, regions, _) in list_many(s3, bucket, trails, max_concurrent).await? {
+        for region in regions {
+            days.push(format!("{region}{}", day.path()));
+        }
+    }
+    let regions = days.len();
+    let mut objects = Vec::new();
+    for (_, _, objs) in list_many(s3, bucket, days, max_concurrent).await? {
+        // A key ending in '/' is a console-made "folder" marker, not a log file.
+        objects.extend(objs.into_iter().filter(|o| !o.key.ends_with('/')));
+    }
+    objects.sort();
+    Ok(Found {
+        accounts: accounts.len(),
+        regions,
+        objects,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Account and organisation ids are told apart from everything else.
+    #[test]
+    fn classifies_children() {
+        let cases = [
+            ("123456789012", Child::Account),
+            ("000000000000", Child::Account),
+            ("12345678901", Child::Other),
+            ("1234567890123", Child::Other),
+            ("12345678901a", Child::Other),
+            ("o-abc123def4", Child::Organisation),
+            ("o-abcdefghijklmnopqrstuvwxyz012345", Child::Organisation),
+            ("o-abc123def", Child::Other),
+            ("o-ABC123DEF4", Child::Other),
+            ("o-abcdefghijklmnopqrstuvwxyz0123456", Child::Other),
+            ("CloudTrail", Child::Other),
+            ("cloudtrail-daily", Child::Other),
+        ];
+        for (name, want) in cases {
+            assert_eq!(classify(name), want, "{name}");
+        }
+    }
+
+    /// Folder names come from the last segment of a prefix.
+    #[test]
+    fn folder_names() {
+        assert_eq!(folder_name("AWSLogs/o-abc123def4/"), "o-abc123def4");
+        assert_eq!(folder_name("123456789012/"), "123456789012");
+    }
+}

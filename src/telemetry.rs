@@ -1,0 +1,64 @@
+//! Tracing set-up shared by both binaries.
+//!
+//! The level comes from `LOG_LEVEL` (the seed's switch: `debug`, `INFO`, `warning`…)
+//! and applies to this crate, with dependencies kept at `info` or quieter; otherwise
+//! from `AWS_LAMBDA_LOG_LEVEL` (Lambda's advanced logging controls), otherwise from
+//! `RUST_LOG` as a full filter directive; the default is `info`. With
+//! `AWS_LAMBDA_LOG_FORMAT=JSON` every line is a JSON object.
+
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::level_name;
+
+/// The filter the environment asks for.
+pub fn filter_from_env() -> EnvFilter {
+    let crate_level = std::env::var("LOG_LEVEL")
+        .ok()
+        .and_then(|v| level_name(&v))
+        .or_else(|| {
+            std::env::var("AWS_LAMBDA_LOG_LEVEL")
+                .ok()
+                .and_then(|v| level_name(&v))
+        });
+    if let Some(level) = crate_level {
+        let deps = if level == "warn" || level == "error" {
+            level.as_str()
+        } else {
+            "info"
+        };
+        return EnvFilter::new(format!(
+            "{deps},cloudtrail_aggregator={level},ctagg={level},cloudtrail_aggregator_bin={level}"
+        ));
+    }
+    match std::env::var("RUST_LOG") {
+        Ok(directive) if !directive.trim().is_empty() => EnvFilter::new(directive),
+        _ => EnvFilter::new("info"),
+    }
+}
+
+/// True when Lambda asks for JSON log lines.
+pub fn json_format() -> bool {
+    std::env::var("AWS_LAMBDA_LOG_FORMAT")
+        .map(|v| v.eq_ignore_ascii_case("json"))
+        .unwrap_or(false)
+}
+
+/// Installs the global subscriber, writing to `writer`. Lambda adds its own
+/// timestamps, so `with_time` is off there.
+pub fn init<W>(writer: W, with_time: bool)
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter_from_env())
+        .with_target(false)
+        .with_writer(writer);
+    let res = match (json_format(), with_time) {
+        (true, _) => builder.json().with_current_span(true).try_init(),
+        (false, true) => builder.try_init(),
+        (false, false) => builder.without_time().try_init(),
+    };
+    // A subscriber already installed (tests, embedding) is kept.
+    let _ = res;
+}

@@ -1,0 +1,197 @@
+//! Writer: output keys, chunk uploads, stale-chunk cleanup and the day's manifest.
+//!
+//! Layout of one day: `DST_PREFIX` + `YYYY/MM/DD/` + `000000.ndjson.gz`, `000001…`, and
+//! `_manifest.json`, written last. (Hive and Athena skip files whose names start with
+//! `_`, so the manifest never shows up as data.) The manifest is removed before the
+//! first chunk of a run is written and put back only when every chunk is in place, so
+//! its presence means "this day is complete"; it holds no timestamp, so a rerun over
+//! the same sources writes the very same bytes.
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use serde::Serialize;
+use tracing::debug;
+
+use crate::error::Error;
+use crate::listing::list_level;
+use crate::trigger::Day;
+
+/// Content type of the chunks. No `Content-Encoding`: the objects are `.gz` files,
+/// not transparently compressed JSON, and tools must not unpack them on download.
+pub const CHUNK_CONTENT_TYPE: &str = "application/gzip";
+pub const MANIFEST_NAME: &str = "_manifest.json";
+const CHUNK_SUFFIX: &str = ".ndjson.gz";
+
+/// `DST_PREFIX/YYYY/MM/DD/`.
+pub fn day_prefix(dst_prefix: &str, day: Day) -> String {
+    format!("{dst_prefix}{}", day.path())
+}
+
+/// `DST_PREFIX/YYYY/MM/DD/NNNNNN.ndjson.gz`.
+pub fn chunk_key(dst_prefix: &str, day: Day, index: u32) -> String {
+    format!("{}{index:06}{CHUNK_SUFFIX}", day_prefix(dst_prefix, day))
+}
+
+/// `DST_PREFIX/YYYY/MM/DD/_manifest.json`.
+pub fn manifest_key(dst_prefix: &str, day: Day) -> String {
+    format!("{}{MANIFEST_NAME}", day_prefix(dst_prefix, day))
+}
+
+/// The chunk number of an object name (`000012.ndjson.gz` → 12); `None` for anything
+/// that is not one of our chunks.
+pub fn chunk_index(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(CHUNK_SUFFIX)?;
+    if digits.len() < 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// One chunk as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChunkEntry {
+    pub key: String,
+    pub records: u64,
+    /// Compressed size, as stored.
+    pub bytes: u64,
+    pub uncompressed_bytes: u64,
+}
+
+/// What `_manifest.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Manifest {
+    pub date: String,
+    pub source: String,
+    pub source_files: u64,
+    pub records: u64,
+    /// Bytes of the source objects as stored (mostly gzip).
+    pub bytes_read: u64,
+    /// Bytes of the chunks as stored (gzip).
+    pub bytes_written: u64,
+    /// Bytes of NDJSON before compression.
+    pub uncompressed_bytes_written: u64,
+    pub chunks: Vec<ChunkEntry>,
+    pub generator: String,
+}
+
+/// PutObject of one body.
+pub async fn put(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> Result<(), Error> {
+    let len = body.len();
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type(content_type)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map_err(|e| Error::s3("PutObject", bucket, key, e))?;
+    debug!(bucket, key, bytes = len, "object written");
+    Ok(())
+}
+
+/// DeleteObject of one key (deleting a missing key succeeds, as in S3).
+pub async fn delete(s3: &Client, bucket: &str, key: &str) -> Result<(), Error> {
+    s3.delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| Error::s3("DeleteObject", bucket, key, e))?;
+    debug!(bucket, key, "object deleted");
+    Ok(())
+}
+
+/// The chunk objects already in a day's folder, as (key, index), sorted by index.
+pub async fn existing_chunks(
+    s3: &Client,
+    bucket: &str,
+    dst_prefix: &str,
+    day: Day,
+) -> Result<Vec<(String, u32)>, Error> {
+    let prefix = day_prefix(dst_prefix, day);
+    let (_, objects) = list_level(s3, bucket, &prefix).await?;
+    let mut chunks: Vec<(String, u32)> = objects
+        .into_iter()
+        .filter_map(|o| {
+            let idx = chunk_index(&o.key[prefix.len()..])?;
+            Some((o.key, idx))
+        })
+        .collect();
+    chunks.sort_by_key(|(_, i)| *i);
+    Ok(chunks)
+}
+
+/// Deletes the day's chunk objects numbered `keep` and above (left by an earlier run
+/// that wrote more chunks); returns their keys. Nothing else is touched.
+pub async fn delete_stale_chunks(
+    s3: &Client,
+    bucket: &str,
+    dst_prefix: &str,
+    day: Day,
+    keep: u32,
+) -> Result<Vec<String>, Error> {
+    let mut deleted = Vec::new();
+    for (key, idx) in existing_chunks(s3, bucket, dst_prefix, day).await? {
+        if idx >= keep {
+            delete(s3, bucket, &key).await?;
+            deleted.push(key);
+        }
+    }
+    Ok(deleted)
+}
+
+/// Writes the manifest (pretty-printed JSON with a final newline).
+pub async fn put_manifest(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    manifest: &Manifest,
+) -> Result<(), Error> {
+    let mut body = serde_json::to_vec_pretty(manifest).expect("a manifest always serialises");
+    body.push(b'\n');
+    put(s3, bucket, key, body, "application/json").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day() -> Day {
+        "2024-02-05".parse().unwrap()
+    }
+
+    /// Keys follow DST_PREFIX/YYYY/MM/DD/NNNNNN.ndjson.gz.
+    #[test]
+    fn keys() {
+        assert_eq!(
+            chunk_key("daily/", day(), 0),
+            "daily/2024/02/05/000000.ndjson.gz"
+        );
+        assert_eq!(chunk_key("", day(), 12), "2024/02/05/000012.ndjson.gz");
+        assert_eq!(manifest_key("x/y/", day()), "x/y/2024/02/05/_manifest.json");
+    }
+
+    /// Only our own chunk names are recognised, so cleanup touches nothing else.
+    #[test]
+    fn chunk_names() {
+        assert_eq!(chunk_index("000000.ndjson.gz"), Some(0));
+        assert_eq!(chunk_index("000123.ndjson.gz"), Some(123));
+        assert_eq!(chunk_index("1234567.ndjson.gz"), Some(1_234_567));
+        for other in [
+            "_manifest.json",
+            "12.ndjson.gz",
+            "00001a.ndjson.gz",
+            "000001.ndjson",
+            "000001.json.gz",
+            "notes.txt",
+        ] {
+            assert_eq!(chunk_index(other), None, "{other}");
+        }
+    }
+}
