@@ -448,6 +448,29 @@ impl<R: Read> RecordReader<R> {
 
     /// The next record as a borrowed slice, `None` after the last one.
     pub fn next_record(&mut self) -> Result<Option<&[u8]>, RecordsError> {
+        match self.advance() {
+            Ok(true) => Ok(Some(&self.record)),
+            Ok(false) => Ok(None),
+            Err(e) => Err(self.explain(e)),
+        }
+    }
+
+    /// A JSON error in a gzip source may really be a damaged stream whose garbage
+    /// decoded before the checksum was reached: drain the rest and report the gzip
+    /// error if there is one.
+    fn explain(&mut self, e: RecordsError) -> RecordsError {
+        self.state = State::Done;
+        if !self.gzip || matches!(e, RecordsError::Gzip(_) | RecordsError::Io(_)) {
+            return e;
+        }
+        match io::copy(&mut self.reader, &mut io::sink()) {
+            Err(gz) => RecordsError::Gzip(gz),
+            Ok(_) => e,
+        }
+    }
+
+    /// Moves to the next record; `true` when `self.record` holds one.
+    fn advance(&mut self) -> Result<bool, RecordsError> {
         loop {
             match self.state {
                 State::Start => {
@@ -525,7 +548,7 @@ impl<R: Read> RecordReader<R> {
                     self.read_element()?;
                     self.index += 1;
                     self.state = State::NextElement;
-                    return Ok(Some(&self.record));
+                    return Ok(true);
                 }
                 State::End => {
                     if let Some(_b) = self.peek_non_ws()? {
@@ -538,7 +561,7 @@ impl<R: Read> RecordReader<R> {
                     }
                     self.state = State::Done;
                 }
-                State::Done => return Ok(None),
+                State::Done => return Ok(false),
             }
         }
     }

@@ -1,0 +1,261 @@
+//! Shared test helpers: an S3 protocol server (s3s + s3s-fs) over a temporary folder,
+//! reached either in-process (s3s-aws as the SDK's HTTP client) or over TCP on
+//! loopback, plus generators of CloudTrail-shaped data.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::{S3Service, S3ServiceBuilder};
+
+pub const ACCESS_KEY: &str = "AKIDTESTTESTTEST";
+pub const SECRET_KEY: &str = "secret-for-tests-only";
+pub const REGION: &str = "us-east-1";
+
+/// An S3 server backed by a folder.
+pub struct S3 {
+    pub root: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    service: S3Service,
+}
+
+impl S3 {
+    /// A server over a new temporary folder.
+    pub fn new() -> S3 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        let mut s = S3::at(&root);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// A server over `root` (kept after the server is gone).
+    pub fn at(root: &Path) -> S3 {
+        std::fs::create_dir_all(root).expect("create root");
+        let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs");
+        let mut b = S3ServiceBuilder::new(fs);
+        b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        S3 {
+            root: root.to_path_buf(),
+            _dir: None,
+            service: b.build(),
+        }
+    }
+
+    /// An SDK client whose HTTP client is the in-process server, path-style.
+    pub fn client(&self) -> Client {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version_latest()
+            .credentials_provider(Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "tests",
+            ))
+            .region(Region::new(REGION))
+            .endpoint_url("http://s3.local")
+            .force_path_style(true)
+            .http_client(s3s_aws::Client::from(self.service.clone()))
+            .build();
+        Client::from_conf(conf)
+    }
+
+    /// Serves the same buckets over TCP on 127.0.0.1 (TCP_NODELAY set); returns the
+    /// endpoint URL. The server lives as long as the current tokio runtime.
+    pub async fn serve_tcp(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let service = self.service.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = socket.set_nodelay(true);
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let _ = ConnBuilder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+}
+
+pub async fn create_bucket(s3: &Client, bucket: &str) {
+    s3.create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("create bucket");
+}
+
+pub async fn put(s3: &Client, bucket: &str, key: &str, body: impl Into<Vec<u8>>) {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(body.into()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+}
+
+pub async fn get(s3: &Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
+    match s3.get_object().bucket(bucket).key(key).send().await {
+        Ok(o) => Some(o.body.collect().await.unwrap().into_bytes().to_vec()),
+        Err(e) => {
+            let svc = e.into_service_error();
+            assert!(svc.is_no_such_key(), "get {key}: {svc:?}");
+            None
+        }
+    }
+}
+
+/// Every key under `prefix`, sorted.
+pub async fn keys(s3: &Client, bucket: &str, prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.try_next().await.unwrap() {
+        for o in page.contents() {
+            out.push(o.key().unwrap().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+pub fn gunzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+/// A CloudTrail-shaped record with the awkward bits of real ones: HTML-safe escapes,
+/// escaped newlines inside a policy document, non-ASCII text, a big integer.
+pub fn record(account: &str, region: &str, i: usize) -> String {
+    format!(
+        concat!(
+            "{{\"eventVersion\":\"1.08\",\"userIdentity\":{{\"type\":\"AssumedRole\",",
+            "\"principalId\":\"AROAEXAMPLE:session-{i}\",\"arn\":\"arn:aws:sts::{account}:assumed-role/Admin/s{i}\",",
+            "\"accountId\":\"{account}\"}},\"eventTime\":\"2024-02-12T{h:02}:{m:02}:{s:02}Z\",",
+            "\"eventSource\":\"iam.amazonaws.com\",\"eventName\":\"PutRolePolicy\",\"awsRegion\":\"{region}\",",
+            "\"sourceIPAddress\":\"203.0.113.{ip}\",\"userAgent\":\"aws-cli/2.15.0 Python/3.11 m\\u003dx\",",
+            "\"requestParameters\":{{\"policyDocument\":\"{{\\n  \\\"Version\\\": \\\"2012-10-17\\\"\\n}}\",",
+            "\"note\":\"Zoë \\u0026 東京 {i}\"}},\"responseElements\":null,",
+            "\"requestID\":\"{i:08x}-aaaa\",\"eventID\":\"{i:08x}-{account}\",\"readOnly\":false,",
+            "\"eventType\":\"AwsApiCall\",\"recipientAccountId\":\"{account}\",\"n\":123456789012345678901}}"
+        ),
+        account = account,
+        region = region,
+        i = i,
+        h = (i / 3600) % 24,
+        m = (i / 60) % 60,
+        s = i % 60,
+        ip = i % 250,
+    )
+}
+
+/// A delivery file body `{"Records":[...]}` in AWS's compact form.
+pub fn delivery(records: &[String]) -> Vec<u8> {
+    format!("{{\"Records\":[{}]}}", records.join(",")).into_bytes()
+}
+
+/// CloudTrail's key for a delivery file.
+pub fn log_key(prefix: &str, account: &str, region: &str, day: &str, n: usize) -> String {
+    let compact = day.replace('/', "");
+    format!(
+        "{prefix}{account}/CloudTrail/{region}/{day}/{account}_CloudTrail_{region}_{compact}T{:04}Z_{n:016x}.json.gz",
+        n % 2400
+    )
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The records of a source file as the aggregator must write them: the exact bytes,
+/// or — for a record with raw line breaks — the same value on one line.
+pub fn expected_lines(file: &[u8]) -> Vec<Expected> {
+    let json = if file.starts_with(&[0x1f, 0x8b]) {
+        gunzip(file)
+    } else {
+        file.to_vec()
+    };
+    #[derive(serde::Deserialize)]
+    struct F {
+        #[serde(rename = "Records")]
+        records: Vec<Box<serde_json::value::RawValue>>,
+    }
+    let f: F = serde_json::from_slice(&json).expect("oracle parse");
+    f.records
+        .iter()
+        .map(|r| {
+            let raw = r.get();
+            if raw.contains('\n') || raw.contains('\r') {
+                Expected::Value(serde_json::from_str(raw).unwrap())
+            } else {
+                Expected::Bytes(raw.as_bytes().to_vec())
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub enum Expected {
+    Bytes(Vec<u8>),
+    Value(serde_json::Value),
+}
+
+/// Asserts that the NDJSON `got` holds exactly the `want` records, in order.
+pub fn assert_lines(got: &[u8], want: &[Expected]) {
+    assert!(
+        got.is_empty() || got.ends_with(b"\n"),
+        "NDJSON must end with a newline"
+    );
+    let lines: Vec<&[u8]> = if got.is_empty() {
+        Vec::new()
+    } else {
+        got[..got.len() - 1].split(|b| *b == b'\n').collect()
+    };
+    assert_eq!(lines.len(), want.len(), "record count");
+    for (i, (line, want)) in lines.iter().zip(want).enumerate() {
+        match want {
+            Expected::Bytes(b) => assert!(
+                *line == b.as_slice(),
+                "record {i} differs:\n got {}\nwant {}",
+                String::from_utf8_lossy(line),
+                String::from_utf8_lossy(b)
+            ),
+            Expected::Value(v) => {
+                let got: serde_json::Value = serde_json::from_slice(line).unwrap();
+                assert_eq!(&got, v, "record {i}");
+                assert!(!line.contains(&b'\r'));
+            }
+        }
+    }
+}

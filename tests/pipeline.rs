@@ -1,0 +1,489 @@
+//! The day pipeline end to end against a real S3 protocol server (s3s-fs in-process).
+
+mod common;
+
+use std::collections::HashMap;
+
+use aws_sdk_s3::Client;
+use cloudtrail_aggregator::{aggregate_day, Config, Day, Error, RunOptions};
+use common::*;
+
+const SRC: &str = "cloudtrail-logs";
+const DST: &str = "aggregated";
+const DAY: &str = "2024/02/12";
+
+fn day() -> Day {
+    "2024-02-12".parse().unwrap()
+}
+
+fn config(chunk: u64) -> Config {
+    let map: HashMap<String, String> = [
+        ("SRC_BUCKET", SRC),
+        ("SRC_PREFIX", "AWSLogs/"),
+        ("DST_BUCKET", DST),
+        ("DST_PREFIX", "cloudtrail-daily/"),
+        ("CHUNK_SIZE_BYTES", &chunk.to_string()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Config::from_map(&map).unwrap()
+}
+
+async fn setup() -> (S3, Client) {
+    let server = S3::new();
+    let s3 = server.client();
+    create_bucket(&s3, SRC).await;
+    create_bucket(&s3, DST).await;
+    (server, s3)
+}
+
+/// The day's chunk keys and their concatenated NDJSON.
+async fn output(s3: &Client) -> (Vec<String>, Vec<u8>) {
+    let keys: Vec<String> = keys(s3, DST, "cloudtrail-daily/2024/02/12/")
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with(".ndjson.gz"))
+        .collect();
+    let mut all = Vec::new();
+    for k in &keys {
+        all.extend(gunzip(&get(s3, DST, k).await.unwrap()));
+    }
+    (keys, all)
+}
+
+/// Puts `files` and returns the records the output must hold, in sorted-key order.
+async fn put_files(s3: &Client, files: &[(String, Vec<u8>)]) -> Vec<Expected> {
+    for (k, body) in files {
+        put(s3, SRC, k, body.clone()).await;
+    }
+    let mut sorted: Vec<&(String, Vec<u8>)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    sorted.iter().flat_map(|(_, b)| expected_lines(b)).collect()
+}
+
+fn generated(
+    prefix: &str,
+    account: &str,
+    region: &str,
+    files: usize,
+    per_file: usize,
+) -> Vec<(String, Vec<u8>)> {
+    (0..files)
+        .map(|n| {
+            let recs: Vec<String> = (0..per_file)
+                .map(|i| record(account, region, n * 100 + i))
+                .collect();
+            (
+                log_key(prefix, account, region, DAY, n),
+                gzip(&delivery(&recs)),
+            )
+        })
+        .collect()
+}
+
+/// An organisation trail and a single-account trail in one bucket are both read; Digest,
+/// Insight, other-day and non-account folders are not; records come out byte for byte
+/// in key order; the manifest counts them.
+#[tokio::test]
+async fn org_and_single_account_layouts_in_one_bucket() {
+    let (_server, s3) = setup().await;
+    let mut files = generated("AWSLogs/o-abc123def4/", "111111111111", "us-east-1", 3, 4);
+    files.extend(generated(
+        "AWSLogs/o-abc123def4/",
+        "333333333333",
+        "eu-west-1",
+        2,
+        2,
+    ));
+    files.extend(generated(
+        "AWSLogs/",
+        "222222222222",
+        "ap-southeast-2",
+        2,
+        3,
+    ));
+    // Real deliveries from the fixtures, in two more regions.
+    files.push((
+        log_key(
+            "AWSLogs/o-abc123def4/",
+            "111111111111",
+            "eu-central-1",
+            DAY,
+            1,
+        ),
+        fixture("cloudtrail/SerializerTestFileCompact.json.gz"),
+    ));
+    files.push((
+        log_key("AWSLogs/", "222222222222", "eu-west-3", DAY, 2),
+        fixture("cloudtrail/loki-cloudtrail-log-file.json.gz"),
+    ));
+    let want = put_files(&s3, &files).await;
+
+    // Things that must not be read: each would fail the run if it were.
+    let not_json = b"this is not a CloudTrail file".to_vec();
+    for key in [
+        "AWSLogs/o-abc123def4/111111111111/CloudTrail-Digest/us-east-1/2024/02/12/111111111111_CloudTrail-Digest_us-east-1_x_20240212T000000Z.json.gz".to_string(),
+        "AWSLogs/222222222222/CloudTrail-Insight/ap-southeast-2/2024/02/12/222222222222_CloudTrail-Insight_x.json.gz".to_string(),
+        log_key("AWSLogs/", "222222222222", "ap-southeast-2", "2024/02/11", 9),
+        log_key("AWSLogs/", "222222222222", "ap-southeast-2", "2024/02/13", 9),
+        "AWSLogs/o-abc123def4/not-an-account/CloudTrail/us-east-1/2024/02/12/x.json.gz".to_string(),
+        "AWSLogs/12345/CloudTrail/us-east-1/2024/02/12/x.json.gz".to_string(),
+        "AWSLogs/222222222222/CloudTrail/ap-southeast-2/2024/02/12/nested/x.json.gz".to_string(),
+        "AWSLogs/222222222222/CloudTrail/ap-southeast-2/2024/02/120/x.json.gz".to_string(),
+        "elsewhere/222222222222/CloudTrail/ap-southeast-2/2024/02/12/x.json.gz".to_string(),
+    ] {
+        put(&s3, SRC, &key, not_json.clone()).await;
+    }
+    put(
+        &s3,
+        SRC,
+        "AWSLogs/222222222222/CloudTrail-Insight/ap-southeast-2/2024/02/12/insight.json",
+        fixture("cloudtrail/insights-example.json"),
+    )
+    .await;
+
+    let summary = aggregate_day(&s3, &config(64 << 20), day(), RunOptions::default())
+        .await
+        .unwrap();
+    let (chunk_keys, ndjson) = output(&s3).await;
+    assert_eq!(
+        chunk_keys,
+        vec!["cloudtrail-daily/2024/02/12/000000.ndjson.gz"]
+    );
+    assert_lines(&ndjson, &want);
+    assert_eq!(summary.manifest.source_files, files.len() as u64);
+    assert_eq!(summary.manifest.records, want.len() as u64);
+    let source_bytes: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+    assert_eq!(summary.manifest.bytes_read, source_bytes);
+
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &get(&s3, DST, "cloudtrail-daily/2024/02/12/_manifest.json")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["date"], "2024-02-12");
+    assert_eq!(manifest["source_files"], files.len());
+    assert_eq!(manifest["records"], want.len());
+    assert_eq!(manifest["chunks"][0]["key"], chunk_keys[0]);
+    assert_eq!(manifest["chunks"][0]["records"], want.len());
+    assert_eq!(manifest["chunks"][0]["uncompressed_bytes"], ndjson.len());
+    assert_eq!(manifest["uncompressed_bytes_written"], ndjson.len());
+}
+
+/// SRC_PREFIX may point straight at an organisation folder, with or without its slash.
+#[tokio::test]
+async fn source_prefix_at_the_organisation() {
+    let (_server, s3) = setup().await;
+    let files = generated("AWSLogs/o-abc123def4/", "111111111111", "us-east-1", 2, 2);
+    let want = put_files(&s3, &files).await;
+    put(
+        &s3,
+        SRC,
+        &log_key("AWSLogs/", "222222222222", "us-east-1", DAY, 0),
+        gzip(&delivery(&[record("222222222222", "us-east-1", 0)])),
+    )
+    .await;
+    let mut cfg = config(64 << 20);
+    cfg.src_prefix = "AWSLogs/o-abc123def4/".into();
+    aggregate_day(&s3, &cfg, day(), RunOptions::default())
+        .await
+        .unwrap();
+    assert_lines(&output(&s3).await.1, &want);
+}
+
+/// Listings follow continuation tokens: more than 1,000 account folders (CommonPrefixes
+/// count against the page size) and more than 1,000 files in one day folder.
+#[tokio::test]
+async fn pagination_over_1000_prefixes_and_files() {
+    let (_server, s3) = setup().await;
+    let mut files = Vec::new();
+    for a in 0..1005 {
+        let account = format!("{:012}", 100_000_000_000u64 + a);
+        // Only a few accounts have a delivery for the day; all have the folder tree.
+        let recs = vec![record(&account, "us-east-1", a as usize)];
+        if a % 250 == 0 || a == 1004 {
+            files.push((
+                log_key("AWSLogs/", &account, "us-east-1", DAY, 0),
+                gzip(&delivery(&recs)),
+            ));
+        } else {
+            put(
+                &s3,
+                SRC,
+                &log_key("AWSLogs/", &account, "us-east-1", "2024/02/11", 0),
+                gzip(&delivery(&recs)),
+            )
+            .await;
+        }
+    }
+    files.extend(generated("AWSLogs/", "999999999999", "us-west-2", 1050, 1));
+    let want = put_files(&s3, &files).await;
+    let summary = aggregate_day(&s3, &config(64 << 20), day(), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(summary.manifest.source_files, 6 + 1050);
+    assert_lines(&output(&s3).await.1, &want);
+}
+
+/// Plain, gzip, multi-member gzip and pretty-printed inputs all aggregate; escaped
+/// newlines and non-ASCII text survive byte for byte.
+#[tokio::test]
+async fn input_encodings() {
+    let (_server, s3) = setup().await;
+    let recs: Vec<String> = (0..5)
+        .map(|i| record("111111111111", "us-east-1", i))
+        .collect();
+    let body = delivery(&recs);
+    let mut multi = gzip(&body[..body.len() / 3]);
+    multi.extend(gzip(&body[body.len() / 3..]));
+    let k = |n| log_key("AWSLogs/", "111111111111", "us-east-1", DAY, n);
+    let mut plain_key = k(1);
+    plain_key.truncate(plain_key.len() - 3); // ".json", plain
+    let files = vec![
+        (k(0), gzip(&body)),
+        (plain_key, body.clone()),
+        (k(2), multi),
+        // Named .json.gz but plain: the magic bytes decide.
+        (k(3), body.clone()),
+        (k(4), fixture("cloudtrail/ModifyInstanceAttribute.json")),
+        (
+            k(5),
+            gzip(&fixture("cloudtrail/DescribeEventAggregates.json")),
+        ),
+        (k(6), fixture("cloudtrail/SerializerAllFieldsNull.json")),
+        (
+            k(7),
+            fixture("cloudtrail/SerializerTestFileNewFieldsInRoot.json"),
+        ),
+        (k(8), b"{\"Records\":[]}".to_vec()),
+    ];
+    let want = put_files(&s3, &files).await;
+    aggregate_day(&s3, &config(64 << 20), day(), RunOptions::default())
+        .await
+        .unwrap();
+    let (_, ndjson) = output(&s3).await;
+    assert_lines(&ndjson, &want);
+    // The escapes of the generated records are in the output as they were in the source.
+    let text = String::from_utf8(ndjson).unwrap();
+    assert!(text.contains(r#""policyDocument":"{\n  \"Version\": \"2012-10-17\"\n}""#));
+    assert!(text.contains("Zoë \\u0026 東京 3"));
+    assert!(text.contains("m\\u003dx"));
+}
+
+/// A small CHUNK_SIZE_BYTES rolls over into numbered chunks, each within the bound,
+/// together holding every record in order.
+#[tokio::test]
+async fn chunk_roll_over() {
+    let (_server, s3) = setup().await;
+    let files = generated("AWSLogs/", "111111111111", "us-east-1", 10, 7);
+    let want = put_files(&s3, &files).await;
+    let bound = 4000;
+    let summary = aggregate_day(&s3, &config(bound), day(), RunOptions::default())
+        .await
+        .unwrap();
+    let (keys, ndjson) = output(&s3).await;
+    assert!(keys.len() > 5, "{keys:?}");
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(k, &format!("cloudtrail-daily/2024/02/12/{i:06}.ndjson.gz"));
+        let body = gunzip(&get(&s3, DST, k).await.unwrap());
+        assert!(body.len() as u64 <= bound, "{k}: {}", body.len());
+        assert_eq!(
+            summary.manifest.chunks[i].uncompressed_bytes,
+            body.len() as u64
+        );
+    }
+    assert_lines(&ndjson, &want);
+}
+
+/// A rerun writes byte-identical objects; a rerun that writes fewer chunks deletes the
+/// stale higher-numbered ones and nothing else.
+#[tokio::test]
+async fn rerun_is_identical_and_removes_stale_chunks() {
+    let (_server, s3) = setup().await;
+    let files = generated("AWSLogs/", "111111111111", "us-east-1", 10, 7);
+    let want = put_files(&s3, &files).await;
+    put(
+        &s3,
+        DST,
+        "cloudtrail-daily/2024/02/12/README.txt",
+        "keep me",
+    )
+    .await;
+    put(
+        &s3,
+        DST,
+        "cloudtrail-daily/2024/02/13/000009.ndjson.gz",
+        "other day",
+    )
+    .await;
+
+    async fn snapshot(s3: &Client) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for k in keys(s3, DST, "").await {
+            let body = get(s3, DST, &k).await.unwrap();
+            out.push((k, body));
+        }
+        out
+    }
+    aggregate_day(&s3, &config(4000), day(), RunOptions::default())
+        .await
+        .unwrap();
+    let first = snapshot(&s3).await;
+    aggregate_day(&s3, &config(4000), day(), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshot(&s3).await,
+        first,
+        "a rerun must write the same bytes"
+    );
+
+    let summary = aggregate_day(&s3, &config(64 << 20), day(), RunOptions::default())
+        .await
+        .unwrap();
+    assert!(summary.stale_chunks_deleted.len() > 3);
+    let all = keys(&s3, DST, "").await;
+    assert_eq!(
+        all,
+        vec![
+            "cloudtrail-daily/2024/02/12/000000.ndjson.gz",
+            "cloudtrail-daily/2024/02/12/README.txt",
+            "cloudtrail-daily/2024/02/12/_manifest.json",
+            "cloudtrail-daily/2024/02/13/000009.ndjson.gz",
+        ]
+    );
+    assert_lines(&output(&s3).await.1, &want);
+}
+
+/// A day without files writes no chunk, removes stale ones and writes a zero manifest.
+#[tokio::test]
+async fn empty_day() {
+    let (_server, s3) = setup().await;
+    put(
+        &s3,
+        DST,
+        "cloudtrail-daily/2024/02/12/000000.ndjson.gz",
+        "stale",
+    )
+    .await;
+    put(
+        &s3,
+        DST,
+        "cloudtrail-daily/2024/02/12/000001.ndjson.gz",
+        "stale",
+    )
+    .await;
+    put(
+        &s3,
+        SRC,
+        &log_key("AWSLogs/", "111111111111", "us-east-1", "2024/02/11", 0),
+        gzip(&delivery(&[record("111111111111", "us-east-1", 1)])),
+    )
+    .await;
+    let summary = aggregate_day(&s3, &config(64 << 20), day(), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(summary.manifest.source_files, 0);
+    assert_eq!(summary.manifest.records, 0);
+    assert!(summary.manifest.chunks.is_empty());
+    assert_eq!(
+        keys(&s3, DST, "").await,
+        vec!["cloudtrail-daily/2024/02/12/_manifest.json"]
+    );
+    let m: serde_json::Value = serde_json::from_slice(
+        &get(&s3, DST, "cloudtrail-daily/2024/02/12/_manifest.json")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m["records"], 0);
+    assert_eq!(m["chunks"], serde_json::json!([]));
+}
+
+/// Each bad input fails the day with an error naming s3://bucket/key and what is
+/// wrong; the day gets no manifest, so nothing claims success.
+#[tokio::test]
+async fn bad_inputs_fail_the_day_naming_the_object() {
+    let good = gzip(&delivery(&[record("111111111111", "us-east-1", 1)]));
+    let mut corrupt = good.clone();
+    let mid = corrupt.len() / 2;
+    corrupt[mid..mid + 8].copy_from_slice(b"garbage!");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("bare array", b"[{\"eventName\":\"x\"}]".to_vec(), "expected a JSON object with a Records array"),
+        ("digest", gzip(b"{\"awsAccountId\":\"111111111111\",\"digestStartTime\":\"2024-02-12T00:00:00Z\",\"logFiles\":[]}"), "no Records array"),
+        ("malformed", fixture("cloudtrail/SerializerTestFileBadJsonFormat.json"), "not valid JSON"),
+        ("truncated", good[..good.len() - 12].to_vec(), "corrupt gzip"),
+        ("truncated json", b"{\"Records\":[{\"a\":1},".to_vec(), "truncated"),
+        ("corrupt gzip", corrupt, "corrupt gzip"),
+        ("empty object", Vec::new(), "empty"),
+    ];
+    for (what, body, reason) in cases {
+        let (_server, s3) = setup().await;
+        let ok_key = log_key("AWSLogs/", "111111111111", "us-east-1", DAY, 0);
+        let bad_key = log_key("AWSLogs/", "111111111111", "us-east-1", DAY, 1);
+        put(&s3, SRC, &ok_key, good.clone()).await;
+        put(&s3, SRC, &bad_key, body).await;
+        // A manifest of an earlier, good run must not survive a failed rerun.
+        put(&s3, DST, "cloudtrail-daily/2024/02/12/_manifest.json", "{}").await;
+        let err = aggregate_day(&s3, &config(64 << 20), day(), RunOptions::default())
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Records { .. }), "{what}: {err:?}");
+        assert!(
+            msg.contains(&format!("s3://{SRC}/{bad_key}")),
+            "{what}: {msg}"
+        );
+        assert!(msg.contains(reason), "{what}: {msg} should say {reason:?}");
+        assert_eq!(
+            get(&s3, DST, "cloudtrail-daily/2024/02/12/_manifest.json").await,
+            None,
+            "{what}"
+        );
+    }
+}
+
+/// A missing source bucket is an error naming the operation and the bucket.
+#[tokio::test]
+async fn missing_bucket_is_named() {
+    let server = S3::new();
+    let s3 = server.client();
+    create_bucket(&s3, DST).await;
+    let err = aggregate_day(&s3, &config(64 << 20), day(), RunOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ListObjectsV2 s3://cloudtrail-logs/AWSLogs/ failed"),
+        "{err}"
+    );
+    assert!(err.contains("NoSuchBucket"), "{err}");
+}
+
+/// A deadline already passed stops the run with how far it got, and writes no manifest.
+#[tokio::test]
+async fn deadline_stops_cleanly() {
+    let (_server, s3) = setup().await;
+    put_files(
+        &s3,
+        &generated("AWSLogs/", "111111111111", "us-east-1", 3, 1),
+    )
+    .await;
+    let opts = RunOptions {
+        deadline: Some(std::time::Instant::now()),
+    };
+    let err = aggregate_day(&s3, &config(64 << 20), day(), opts)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Deadline { files_total: 3, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("of 3 source files"), "{err}");
+    assert_eq!(
+        get(&s3, DST, "cloudtrail-daily/2024/02/12/_manifest.json").await,
+        None
+    );
+}
