@@ -6,6 +6,8 @@
 //! `RUST_LOG` as a full filter directive; the default is `info`. With
 //! `AWS_LAMBDA_LOG_FORMAT=JSON` every line is a JSON object.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
@@ -44,15 +46,31 @@ pub fn json_format() -> bool {
         .unwrap_or(false)
 }
 
-/// Installs the global subscriber, writing to `writer`. Lambda adds its own
-/// timestamps, so `with_time` is off there.
-pub fn init<W>(writer: W, with_time: bool)
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Lambda: stdout, no timestamps (CloudWatch adds them), no colours.
+    Lambda,
+    /// A terminal program: stderr, timestamps, colours when stderr is a terminal.
+    Cli,
+}
+
+/// Installs the global subscriber (once; a subscriber already installed is kept).
+pub fn init(output: Output) {
+    match output {
+        Output::Lambda => install(std::io::stdout, false, false),
+        Output::Cli => install(std::io::stderr, true, std::io::stderr().is_terminal()),
+    }
+}
+
+fn install<W>(writer: W, with_time: bool, ansi: bool)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter_from_env())
         .with_target(false)
+        .with_ansi(ansi)
         .with_writer(writer);
     let res = match (json_format(), with_time) {
         (true, _) => builder.json().with_current_span(true).try_init(),

@@ -26,7 +26,7 @@ async fn serve(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchRespon
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    telemetry::init(std::io::stdout, false);
+    telemetry::init(telemetry::Output::Lambda);
     // A bad configuration is an init error, reported once, not a failure per message.
     let config = Config::from_env().map_err(|e| {
         tracing::error!(error = %e, "invalid configuration");

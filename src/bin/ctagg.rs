@@ -155,7 +155,7 @@ async fn run(args: RunArgs) -> Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(std::io::stderr, true);
+    telemetry::init(telemetry::Output::Cli);
     let result = match cli.command {
         Command::Run(args) => run(args).await,
     };

@@ -1,0 +1,173 @@
+//! `ctagg` as a user runs it: the real binary, configured by environment variables,
+//! against an S3 protocol server listening on loopback.
+
+mod common;
+
+use std::process::Output;
+
+use common::*;
+use tokio::process::Command;
+
+const SRC: &str = "cloudtrail-logs";
+const DST: &str = "aggregated";
+
+async fn ctagg(endpoint: &str, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ctagg"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("SRC_BUCKET", SRC)
+        .env("DST_BUCKET", DST);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.output().await.expect("run ctagg")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `ctagg run DAY` aggregates the day over HTTP and prints a one-line summary;
+/// `--from/--to` does a range; flags override the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_one_day_and_a_range() {
+    let server = S3::new();
+    let s3 = server.client();
+    create_bucket(&s3, SRC).await;
+    create_bucket(&s3, DST).await;
+    for (day, n) in [("2024/02/11", 2), ("2024/02/12", 3)] {
+        let recs: Vec<String> = (0..n)
+            .map(|i| record("111111111111", "us-east-1", i))
+            .collect();
+        put(
+            &s3,
+            SRC,
+            &log_key("AWSLogs/", "111111111111", "us-east-1", day, 0),
+            gzip(&delivery(&recs)),
+        )
+        .await;
+    }
+    let endpoint = server.serve_tcp().await;
+
+    let out = ctagg(&endpoint, &["run", "2024-02-12"], &[("LOG_LEVEL", "debug")]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.starts_with("2024-02-12: 1 files, 3 records, 1 chunks"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("s3://aggregated/cloudtrail-daily/2024/02/12/_manifest.json"),
+        "{stdout}"
+    );
+    // Debug logging names every list call and object read.
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("listed") && stderr.contains("object read"),
+        "{stderr}"
+    );
+    let body = get(&s3, DST, "cloudtrail-daily/2024/02/12/000000.ndjson.gz")
+        .await
+        .unwrap();
+    assert_eq!(gunzip(&body).iter().filter(|b| **b == b'\n').count(), 3);
+
+    let out = ctagg(
+        &endpoint,
+        &[
+            "run",
+            "--from",
+            "2024-02-10",
+            "--to",
+            "2024-02-12",
+            "--dst-prefix",
+            "ranged",
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].starts_with("2024-02-10: 0 files, 0 records"));
+    assert!(lines[1].starts_with("2024-02-11: 1 files, 2 records"));
+    assert!(lines[2].starts_with("2024-02-12: 1 files, 3 records"));
+    assert!(get(&s3, DST, "ranged/2024/02/11/000000.ndjson.gz")
+        .await
+        .is_some());
+    assert!(text(&out.stderr).contains("no CloudTrail files for this day"));
+}
+
+/// A bad source file makes `ctagg run` exit non-zero with the object named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_fails_loudly_on_a_bad_file() {
+    let server = S3::new();
+    let s3 = server.client();
+    create_bucket(&s3, SRC).await;
+    create_bucket(&s3, DST).await;
+    let key = log_key("AWSLogs/", "111111111111", "us-east-1", "2024/02/12", 0);
+    put(
+        &s3,
+        SRC,
+        &key,
+        fixture("cloudtrail/SerializerTestFileBadJsonFormat.json"),
+    )
+    .await;
+    let endpoint = server.serve_tcp().await;
+    let out = ctagg(&endpoint, &["run", "2024-02-12"], &[]).await;
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("error: aggregating 2024-02-12 failed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("s3://{SRC}/{key}")), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+/// Bad configuration and bad dates are refused before any S3 call, naming what is wrong.
+#[tokio::test]
+async fn refuses_bad_configuration_and_dates() {
+    let endpoint = "http://127.0.0.1:9"; // nothing listens: no call may be made
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec!["run", "2024-02-12"],
+            vec![("SRC_BUCKET", "")],
+            "SRC_BUCKET: is required",
+        ),
+        (
+            vec!["run", "2024-02-12"],
+            vec![("CHUNK_SIZE_BYTES", "lots")],
+            "CHUNK_SIZE_BYTES",
+        ),
+        (
+            vec!["run", "2024-02-30"],
+            vec![],
+            "2024-02-30 is not a calendar date",
+        ),
+        (
+            vec!["run", "2013-10-31"],
+            vec![],
+            "before CloudTrail existed",
+        ),
+        (vec!["run", "2999-01-01"], vec![], "in the future"),
+        (
+            vec!["run", "--from", "2024-02-12", "--to", "2024-02-01"],
+            vec![],
+            "is after --to",
+        ),
+    ];
+    for (args, env, want) in cases {
+        let out = ctagg(endpoint, &args, &env).await;
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}
