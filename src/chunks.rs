@@ -6,6 +6,7 @@
 //! The gzip header carries no timestamp, file name or OS-dependent field, so the
 //! same records always give the same bytes.
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
 
 use flate2::write::GzEncoder;
@@ -17,100 +18,172 @@ pub const DEFAULT_CHUNK_SIZE_BYTES: u64 = 64 * 1024 * 1024;
 /// Default gzip level (zlib's default: the usual size/speed balance).
 pub const DEFAULT_GZIP_LEVEL: u32 = 6;
 
-/// Lines are gathered into blocks of this size before they reach the compressor, so
-/// that it sees few large writes rather than one per record.
-const BLOCK: usize = 256 * 1024;
+/// Records written as NDJSON lines into one buffer: `data` holds the lines, each
+/// ending in `\n`; `ends[i]` is the offset just past line `i`. This is how records
+/// travel from the record scanner to the chunk builder, a block at a time.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Lines {
+    pub data: Vec<u8>,
+    pub ends: Vec<usize>,
+}
 
-/// One finished chunk: its position in the day and its compressed bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chunk {
+impl Lines {
+    pub fn with_capacity(bytes: usize) -> Lines {
+        Lines {
+            data: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(bytes / 512),
+        }
+    }
+
+    /// Appends one record as a line.
+    pub fn push(&mut self, record: &[u8]) {
+        self.data.extend_from_slice(record);
+        self.data.push(b'\n');
+        self.ends.push(self.data.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+/// A finished chunk, as the manifest describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkInfo {
     /// 0-based number of the chunk in the day (`000000.ndjson.gz` is 0).
     pub index: u32,
-    /// The gzip bytes to upload.
-    pub data: Vec<u8>,
     /// Records (lines) in the chunk.
     pub records: u64,
     /// Size of the NDJSON before compression.
     pub uncompressed_bytes: u64,
+    /// Size of the gzip object.
+    pub compressed_bytes: u64,
+}
+
+/// What the builder hands out, in order: a chunk's compressed bytes in one or more
+/// pieces (each at least `part_size` except the last), then its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Data { index: u32, bytes: Vec<u8> },
+    End(ChunkInfo),
 }
 
 struct Building {
     encoder: GzEncoder<Vec<u8>>,
-    pending: Vec<u8>,
     records: u64,
     uncompressed: u64,
+    compressed: u64,
 }
 
-/// Builds chunks from records, in order.
+/// Builds chunks from records, in order. Compressed output is handed out in pieces of
+/// about `part_size` bytes as it is produced, so a chunk is never held whole.
 pub struct ChunkBuilder {
     limit: u64,
     level: Compression,
+    part_size: usize,
     next_index: u32,
     current: Option<Building>,
+    out: VecDeque<Piece>,
 }
 
 impl ChunkBuilder {
-    /// `limit`: the largest uncompressed size of a chunk in bytes (at least 1).
-    pub fn new(limit: u64, gzip_level: u32) -> Self {
+    /// `limit`: the largest uncompressed size of a chunk in bytes (at least 1);
+    /// `part_size`: the size of the compressed pieces handed out (at least 1).
+    pub fn new(limit: u64, gzip_level: u32, part_size: usize) -> Self {
         ChunkBuilder {
             limit: limit.max(1),
             level: Compression::new(gzip_level.min(9)),
+            part_size: part_size.max(1),
             next_index: 0,
             current: None,
+            out: VecDeque::new(),
         }
     }
 
-    /// Adds one record (without its newline). Returns the previous chunk when this
-    /// record did not fit in it.
-    pub fn push(&mut self, record: &[u8]) -> io::Result<Option<Chunk>> {
-        let line = record.len() as u64 + 1;
-        let mut finished = None;
-        if let Some(b) = &self.current {
-            if b.records > 0 && b.uncompressed + line > self.limit {
-                finished = self.close()?;
+    /// Adds one record (without its newline).
+    pub fn push(&mut self, record: &[u8]) -> io::Result<()> {
+        let mut lines = Lines::with_capacity(record.len() + 1);
+        lines.push(record);
+        self.push_lines(&lines)
+    }
+
+    /// Adds a block of lines, rolling over to a new chunk before a line would take the
+    /// current one past the bound.
+    pub fn push_lines(&mut self, lines: &Lines) -> io::Result<()> {
+        let ends = &lines.ends;
+        let mut i = 0;
+        let mut off = 0;
+        while i < ends.len() {
+            let level = self.level;
+            let b = self.current.get_or_insert_with(|| Building {
+                encoder: GzBuilder::new().mtime(0).write(Vec::new(), level),
+                records: 0,
+                uncompressed: 0,
+                compressed: 0,
+            });
+            let room = self.limit.saturating_sub(b.uncompressed);
+            let mut j = i + ends[i..].partition_point(|e| (e - off) as u64 <= room);
+            if j == i {
+                if b.records > 0 {
+                    self.close()?;
+                    continue;
+                }
+                j = i + 1; // a record larger than the bound: a chunk of its own
             }
+            let end = ends[j - 1];
+            b.encoder.write_all(&lines.data[off..end])?;
+            b.records += (j - i) as u64;
+            b.uncompressed += (end - off) as u64;
+            if b.encoder.get_ref().len() >= self.part_size {
+                let bytes = std::mem::take(b.encoder.get_mut());
+                b.compressed += bytes.len() as u64;
+                self.out.push_back(Piece::Data {
+                    index: self.next_index,
+                    bytes,
+                });
+            }
+            i = j;
+            off = end;
         }
-        let level = self.level;
-        let b = self.current.get_or_insert_with(|| Building {
-            encoder: GzBuilder::new().mtime(0).write(Vec::new(), level),
-            pending: Vec::with_capacity(BLOCK + 4096),
-            records: 0,
-            uncompressed: 0,
-        });
-        b.pending.extend_from_slice(record);
-        b.pending.push(b'\n');
-        b.records += 1;
-        b.uncompressed += line;
-        if b.pending.len() >= BLOCK {
-            b.encoder.write_all(&b.pending)?;
-            b.pending.clear();
-        }
-        Ok(finished)
+        Ok(())
     }
 
     /// Closes the chunk being built, if it has any record.
-    fn close(&mut self) -> io::Result<Option<Chunk>> {
-        let Some(mut b) = self.current.take() else {
-            return Ok(None);
+    fn close(&mut self) -> io::Result<()> {
+        let Some(b) = self.current.take() else {
+            return Ok(());
         };
         if b.records == 0 {
-            return Ok(None);
+            return Ok(());
         }
-        b.encoder.write_all(&b.pending)?;
-        let data = b.encoder.finish()?;
+        let bytes = b.encoder.finish()?;
         let index = self.next_index;
         self.next_index += 1;
-        Ok(Some(Chunk {
+        let info = ChunkInfo {
             index,
-            data,
             records: b.records,
             uncompressed_bytes: b.uncompressed,
-        }))
+            compressed_bytes: b.compressed + bytes.len() as u64,
+        };
+        if !bytes.is_empty() {
+            self.out.push_back(Piece::Data { index, bytes });
+        }
+        self.out.push_back(Piece::End(info));
+        Ok(())
     }
 
-    /// Closes the last chunk; `None` when no record was pushed since the last chunk.
-    pub fn finish(mut self) -> io::Result<Option<Chunk>> {
+    /// Closes the last chunk (if it has any record).
+    pub fn finish(&mut self) -> io::Result<()> {
         self.close()
+    }
+
+    /// Takes the pieces produced so far, in order.
+    pub fn pieces(&mut self) -> std::collections::vec_deque::Drain<'_, Piece> {
+        self.out.drain(..)
     }
 
     /// Number of chunks closed so far.
@@ -131,14 +204,50 @@ mod tests {
         out
     }
 
-    fn build(limit: u64, records: &[&[u8]]) -> Vec<Chunk> {
-        let mut b = ChunkBuilder::new(limit, 6);
-        let mut out = Vec::new();
-        for r in records {
-            out.extend(b.push(r).unwrap());
+    /// A whole chunk, put together from its pieces.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Chunk {
+        index: u32,
+        data: Vec<u8>,
+        records: u64,
+        uncompressed_bytes: u64,
+    }
+
+    fn collect(b: &mut ChunkBuilder, out: &mut Vec<Chunk>, data: &mut Vec<u8>) {
+        for p in b.pieces() {
+            match p {
+                Piece::Data { index, bytes } => {
+                    assert_eq!(index as usize, out.len(), "pieces come in chunk order");
+                    data.extend(bytes);
+                }
+                Piece::End(info) => {
+                    assert_eq!(info.compressed_bytes, data.len() as u64);
+                    out.push(Chunk {
+                        index: info.index,
+                        data: std::mem::take(data),
+                        records: info.records,
+                        uncompressed_bytes: info.uncompressed_bytes,
+                    });
+                }
+            }
         }
-        out.extend(b.finish().unwrap());
+    }
+
+    fn build_parts(limit: u64, part: usize, records: &[&[u8]]) -> Vec<Chunk> {
+        let mut b = ChunkBuilder::new(limit, 6, part);
+        let (mut out, mut data) = (Vec::new(), Vec::new());
+        for r in records {
+            b.push(r).unwrap();
+            collect(&mut b, &mut out, &mut data);
+        }
+        b.finish().unwrap();
+        collect(&mut b, &mut out, &mut data);
+        assert!(data.is_empty());
         out
+    }
+
+    fn build(limit: u64, records: &[&[u8]]) -> Vec<Chunk> {
+        build_parts(limit, 8 << 20, records)
     }
 
     /// Chunks roll over before the bound is passed and keep every line in order.

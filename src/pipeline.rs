@@ -1,43 +1,64 @@
 //! Pipeline: one day, end to end. Wires the stages with bounded queues:
 //!
 //! ```text
-//! listing ─▶ GETs (≤ max_concurrent_gets in flight, in key order)
-//!         ─▶ [blocking thread] decode + record scan + chunk gzip
-//!         ─▶ uploads (one chunk uploads while the next is built)
+//! listing ─▶ GETs: ≤ max_concurrent_gets in flight, ≤ FETCH_BUDGET bytes held, key order
+//!         ─▶ [thread 1] gunzip + record scan → blocks of NDJSON lines
+//!         ─▶ [thread 2] gzip into chunks, handed out in UPLOAD_PART_BYTES pieces
+//!         ─▶ uploads: PutObject, or a multipart upload for a chunk of several pieces,
+//!            overlapping the building of the next piece
 //!         ─▶ stale-chunk cleanup ─▶ _manifest.json
 //! ```
+//!
+//! Memory does not grow with the day: objects up to `STREAM_THRESHOLD` are fetched
+//! whole within a byte budget, larger ones are streamed through the record scanner as
+//! they arrive, and a chunk is uploaded in parts as it is compressed.
 //!
 //! The order of records is the order of the sorted source keys and, within a file,
 //! the order of its `Records` array, whatever the concurrency: GETs complete out of
 //! order but are consumed in order (`buffered`). Any failed read or write fails the
 //! day; the manifest, which marks a day complete, is then absent.
 
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
-use crate::chunks::{Chunk, ChunkBuilder};
+use crate::chunks::{ChunkBuilder, ChunkInfo, Lines, Piece};
 use crate::config::Config;
 use crate::error::Error;
 use crate::listing::{self, SourceObject};
 use crate::records;
 use crate::trigger::Day;
-use crate::writer::{self, ChunkEntry, Manifest, CHUNK_CONTENT_TYPE};
+use crate::writer::{self, ChunkEntry, Manifest};
 
-/// Source files fetched but not yet consumed by the chunk builder, beyond those in
-/// flight.
-const FILE_QUEUE: usize = 8;
+/// Objects larger than this are streamed rather than fetched whole.
+pub const STREAM_THRESHOLD: u64 = 4 * 1024 * 1024;
+/// Bytes of fetched-but-unread source objects held at once (streamed objects count
+/// as `STREAM_THRESHOLD`).
+pub const FETCH_BUDGET: u64 = 48 * 1024 * 1024;
+/// Size of the multipart upload parts of a chunk (S3's minimum is 5 MiB).
+pub const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
+/// Size of the blocks of NDJSON lines passed from the scanner to the compressor.
+const LINES_BLOCK: usize = 1024 * 1024;
+/// Fetched files waiting for the scanner, beyond those in flight.
+const FILE_QUEUE: usize = 4;
+/// Blocks of lines waiting for the compressor.
+const LINES_QUEUE: usize = 4;
+/// Compressed pieces waiting for the uploader.
+const PIECE_QUEUE: usize = 2;
 
 /// Options of one run that are not configuration.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
-    /// Stop with [`Error::Deadline`] instead of starting work that would pass this
-    /// instant (the Lambda's deadline less a safety margin).
+    /// Stop with [`Error::Deadline`] instead of going on past this instant (the
+    /// Lambda's deadline less a safety margin).
     pub deadline: Option<Instant>,
 }
 
@@ -51,13 +72,27 @@ pub struct Summary {
     pub duration: Duration,
 }
 
-/// One fetched source object.
-struct Fetched {
-    key: String,
-    body: Bytes,
+/// A source object's body: whole, or a stream still being received.
+enum Body {
+    Whole(Bytes),
+    Stream(ByteStream),
 }
 
-async fn fetch(s3: &Client, bucket: &str, key: String) -> Result<Fetched, Error> {
+/// One fetched source object; its budget permit is released when it is dropped.
+struct Fetched {
+    key: String,
+    size: u64,
+    body: Body,
+    _permit: OwnedSemaphorePermit,
+}
+
+async fn fetch(
+    s3: &Client,
+    bucket: &str,
+    object: SourceObject,
+    permit: OwnedSemaphorePermit,
+) -> Result<Fetched, Error> {
+    let key = object.key;
     let out = s3
         .get_object()
         .bucket(bucket)
@@ -65,14 +100,39 @@ async fn fetch(s3: &Client, bucket: &str, key: String) -> Result<Fetched, Error>
         .send()
         .await
         .map_err(|e| Error::s3("GetObject", bucket, &key, e))?;
-    let body = out
-        .body
-        .collect()
-        .await
-        .map_err(|e| Error::s3("GetObject (reading the body)", bucket, &key, e))?
-        .into_bytes();
-    debug!(bucket, key = %key, bytes = body.len(), "object read");
-    Ok(Fetched { key, body })
+    let body = if object.size > STREAM_THRESHOLD {
+        debug!(bucket, key = %key, bytes = object.size, "object streaming");
+        Body::Stream(out.body)
+    } else {
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::s3("GetObject (reading the body)", bucket, &key, e))?
+            .into_bytes();
+        debug!(bucket, key = %key, bytes = bytes.len(), "object read");
+        Body::Whole(bytes)
+    };
+    Ok(Fetched {
+        key,
+        size: object.size,
+        body,
+        _permit: permit,
+    })
+}
+
+/// Counts the bytes read through it.
+struct Counting<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
 }
 
 /// Totals of the records stage.
@@ -83,48 +143,196 @@ struct ReadStats {
     bytes_read: u64,
 }
 
-/// Reads every fetched file, in order, and builds the chunks. Runs on a blocking
-/// thread: gunzip, the record scan and gzip are CPU work.
-fn build_chunks(
+/// Thread 1: reads every fetched file in order and packs its records into blocks of
+/// lines. Stops quietly when the next stage has gone (it reports its own error).
+fn scan_files(
     cfg: &Config,
-    day: Day,
     mut files: mpsc::Receiver<Fetched>,
-    chunks: mpsc::Sender<Chunk>,
+    lines_tx: mpsc::Sender<Lines>,
+    files_done: &AtomicU64,
 ) -> Result<ReadStats, Error> {
-    let mut builder = ChunkBuilder::new(cfg.chunk_size_bytes, cfg.gzip_level);
     let mut stats = ReadStats::default();
-    let compress_err = |index: u32, source| Error::Compress {
-        bucket: cfg.dst_bucket.clone(),
-        key: writer::chunk_key(&cfg.dst_prefix, day, index),
+    let mut lines = Lines::with_capacity(LINES_BLOCK + 64 * 1024);
+    let records_err = |key: &str, source| Error::Records {
+        bucket: cfg.src_bucket.clone(),
+        key: key.to_string(),
         source,
     };
     while let Some(file) = files.blocking_recv() {
-        let mut reader = records::open_slice(&file.body);
-        loop {
-            let record = reader.next_record().map_err(|source| Error::Records {
-                bucket: cfg.src_bucket.clone(),
-                key: file.key.clone(),
-                source,
-            })?;
-            let Some(record) = record else { break };
-            let index = builder.chunks_closed();
-            if let Some(chunk) = builder.push(record).map_err(|e| compress_err(index, e))? {
-                if chunks.blocking_send(chunk).is_err() {
-                    // The uploader stopped; its error is the one to report.
-                    return Ok(stats);
-                }
+        let records_before = stats.records;
+        let (more, read) = match file.body {
+            Body::Whole(ref bytes) => {
+                let mut reader = records::open_slice(bytes);
+                let more = pump(&mut reader, &mut lines, &lines_tx, &mut stats.records)
+                    .map_err(|e| records_err(&file.key, e))?;
+                (more, bytes.len() as u64)
             }
+            Body::Stream(stream) => {
+                let mut counted = Counting {
+                    inner: tokio_util::io::SyncIoBridge::new(stream.into_async_read()),
+                    count: 0,
+                };
+                let read_err = |detail: String| Error::S3 {
+                    operation: "GetObject (reading the body)",
+                    bucket: cfg.src_bucket.clone(),
+                    key: file.key.clone(),
+                    detail,
+                };
+                let mut reader =
+                    records::open(&mut counted).map_err(|e| read_err(e.to_string()))?;
+                let more = pump(&mut reader, &mut lines, &lines_tx, &mut stats.records)
+                    .map_err(|e| records_err(&file.key, e))?;
+                drop(reader);
+                if more && counted.count != file.size {
+                    return Err(read_err(format!(
+                        "read {} bytes, but the listing said {}",
+                        counted.count, file.size
+                    )));
+                }
+                (more, counted.count)
+            }
+        };
+        if !more {
+            return Ok(stats);
         }
         stats.files += 1;
-        stats.records += reader.records_read();
-        stats.bytes_read += file.body.len() as u64;
-        debug!(key = %file.key, records = reader.records_read(), "file aggregated");
+        stats.bytes_read += read;
+        files_done.fetch_add(1, Ordering::Relaxed);
+        debug!(key = %file.key, records = stats.records - records_before, "file aggregated");
     }
-    let index = builder.chunks_closed();
-    if let Some(chunk) = builder.finish().map_err(|e| compress_err(index, e))? {
-        let _ = chunks.blocking_send(chunk);
+    if !lines.is_empty() {
+        let _ = lines_tx.blocking_send(lines);
     }
     Ok(stats)
+}
+
+/// Moves a file's records into blocks of lines, sending each full block on;
+/// `Ok(false)` when the next stage has gone.
+fn pump<R: Read>(
+    reader: &mut records::RecordReader<R>,
+    lines: &mut Lines,
+    tx: &mpsc::Sender<Lines>,
+    records: &mut u64,
+) -> Result<bool, records::RecordsError> {
+    while let Some(record) = reader.next_record()? {
+        lines.push(record);
+        *records += 1;
+        if lines.data.len() >= LINES_BLOCK {
+            let full = std::mem::replace(lines, Lines::with_capacity(LINES_BLOCK + 64 * 1024));
+            if tx.blocking_send(full).is_err() {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Thread 2: compresses the lines into chunks, handing out pieces as they fill.
+fn compress_chunks(
+    cfg: &Config,
+    day: Day,
+    mut lines_rx: mpsc::Receiver<Lines>,
+    pieces_tx: mpsc::Sender<Piece>,
+) -> Result<(), Error> {
+    let mut builder = ChunkBuilder::new(cfg.chunk_size_bytes, cfg.gzip_level, UPLOAD_PART_BYTES);
+    let compress_err = |builder: &ChunkBuilder, source| Error::Compress {
+        bucket: cfg.dst_bucket.clone(),
+        key: writer::chunk_key(&cfg.dst_prefix, day, builder.chunks_closed()),
+        source,
+    };
+    while let Some(lines) = lines_rx.blocking_recv() {
+        builder
+            .push_lines(&lines)
+            .map_err(|e| compress_err(&builder, e))?;
+        for piece in builder.pieces() {
+            if pieces_tx.blocking_send(piece).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    builder.finish().map_err(|e| compress_err(&builder, e))?;
+    for piece in builder.pieces() {
+        if pieces_tx.blocking_send(piece).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Receives pieces and uploads each chunk: PutObject when it came in one piece,
+/// a multipart upload otherwise. Returns the manifest entries in chunk order.
+async fn upload_chunks(
+    s3: &Client,
+    cfg: &Config,
+    day: Day,
+    mut pieces: mpsc::Receiver<Piece>,
+    check_deadline: impl Fn() -> Result<(), Error>,
+) -> Result<Vec<ChunkEntry>, Error> {
+    let mut entries = Vec::new();
+    // The one piece of a chunk held back until we know whether more follow.
+    let mut held: Option<Vec<u8>> = None;
+    let mut multipart: Option<writer::Multipart> = None;
+    while let Some(piece) = pieces.recv().await {
+        check_deadline()?;
+        match piece {
+            Piece::Data { index, bytes } => {
+                let key = writer::chunk_key(&cfg.dst_prefix, day, index);
+                if let Some(first) = held.take() {
+                    let mp = writer::Multipart::start(s3, &cfg.dst_bucket, &key).await?;
+                    multipart = Some(mp);
+                    if let Some(mp) = multipart.as_mut() {
+                        mp.upload_part(s3, first).await?;
+                    }
+                }
+                match multipart.as_mut() {
+                    Some(mp) => mp.upload_part(s3, bytes).await?,
+                    None => held = Some(bytes),
+                }
+            }
+            Piece::End(info) => {
+                let key = writer::chunk_key(&cfg.dst_prefix, day, info.index);
+                match multipart.take() {
+                    Some(mp) => mp.complete(s3).await?,
+                    None => {
+                        let body = held.take().unwrap_or_default();
+                        writer::put(s3, &cfg.dst_bucket, &key, body, writer::CHUNK_CONTENT_TYPE)
+                            .await?
+                    }
+                }
+                entries.push(entry(&cfg.dst_bucket, key, info));
+            }
+        }
+    }
+    if let Some(mp) = multipart.take() {
+        // The builder stopped mid-chunk (its error is reported): leave no parts behind.
+        mp.abort(s3).await;
+    }
+    Ok(entries)
+}
+
+fn entry(bucket: &str, key: String, info: ChunkInfo) -> ChunkEntry {
+    info!(
+        key = %format!("s3://{bucket}/{key}"),
+        records = info.records,
+        bytes = info.compressed_bytes,
+        "chunk written"
+    );
+    ChunkEntry {
+        key,
+        records: info.records,
+        bytes: info.compressed_bytes,
+        uncompressed_bytes: info.uncompressed_bytes,
+    }
+}
+
+fn joined<T>(
+    stage: &'static str,
+    r: Result<Result<T, Error>, tokio::task::JoinError>,
+) -> Result<T, Error> {
+    r.map_err(|e| Error::Internal {
+        stage,
+        detail: e.to_string(),
+    })?
 }
 
 /// Aggregates one day: lists, reads, writes the chunks, removes stale ones and writes
@@ -145,97 +353,91 @@ pub async fn aggregate_day(
     )
     .await?;
     let total = found.objects.len() as u64;
+    let source = format!("s3://{}/{}", cfg.src_bucket, cfg.src_prefix);
     info!(
         day = %day,
         accounts = found.accounts,
         regions = found.regions,
         files = total,
-        source = %format!("s3://{}/{}", cfg.src_bucket, cfg.src_prefix),
+        source = %source,
         "files found"
     );
     if total == 0 {
-        warn!(
-            day = %day,
-            accounts = found.accounts,
-            source = %format!("s3://{}/{}", cfg.src_bucket, cfg.src_prefix),
-            "no CloudTrail files for this day{}",
-            if found.accounts == 0 {
-                ": no account or organisation folders under the source prefix (is SRC_PREFIX the AWSLogs/ folder?)"
-            } else {
-                ""
-            }
-        );
+        let hint = if found.accounts == 0 {
+            ": no account or organisation folders under the source prefix (is SRC_PREFIX the AWSLogs/ folder?)"
+        } else {
+            ""
+        };
+        warn!(day = %day, accounts = found.accounts, source = %source, "no CloudTrail files for this day{hint}");
     }
+
+    let files_done = Arc::new(AtomicU64::new(0));
+    let check_deadline = {
+        let files_done = files_done.clone();
+        move || match opts.deadline {
+            Some(d) if Instant::now() >= d => Err(Error::Deadline {
+                day: day.to_string(),
+                files_done: files_done.load(Ordering::Relaxed),
+                files_total: total,
+            }),
+            _ => Ok(()),
+        }
+    };
+    check_deadline()?;
 
     // The day is incomplete from now until the new manifest is written.
     let manifest_key = writer::manifest_key(&cfg.dst_prefix, day);
     writer::delete(s3, &cfg.dst_bucket, &manifest_key).await?;
 
-    let bytes_listed: u64 = found.objects.iter().map(|o| o.size).sum();
-    let keys: Vec<String> = found
-        .objects
-        .into_iter()
-        .map(|o: SourceObject| o.key)
-        .collect();
     let (file_tx, file_rx) = mpsc::channel::<Fetched>(FILE_QUEUE);
-    let (chunk_tx, mut chunk_rx) = mpsc::channel::<Chunk>(1);
-    let files_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (lines_tx, lines_rx) = mpsc::channel::<Lines>(LINES_QUEUE);
+    let (piece_tx, piece_rx) = mpsc::channel::<Piece>(PIECE_QUEUE);
+    let budget = Arc::new(Semaphore::new((FETCH_BUDGET / 1024) as usize));
 
-    let fetcher = {
-        let files_sent = files_sent.clone();
-        async move {
-            let mut stream = futures::stream::iter(keys)
-                .map(|key| fetch(s3, &cfg.src_bucket, key))
-                .buffered(cfg.max_concurrent_gets);
-            while let Some(file) = stream.try_next().await? {
-                if let Some(deadline) = opts.deadline {
-                    if Instant::now() >= deadline {
-                        return Err(Error::Deadline {
-                            day: day.to_string(),
-                            files_done: files_sent.load(std::sync::atomic::Ordering::Relaxed),
-                            files_total: total,
-                        });
-                    }
+    let fetcher = async {
+        // Budget permits are taken in key order (`then`) before a GET starts, so the
+        // file the scanner waits for never waits behind later ones.
+        let stream = futures::stream::iter(found.objects)
+            .then(|o| {
+                let budget = budget.clone();
+                async move {
+                    let kib = (o.size.min(STREAM_THRESHOLD) / 1024).max(1) as u32;
+                    let permit = budget
+                        .acquire_many_owned(kib)
+                        .await
+                        .expect("semaphore never closed");
+                    (o, permit)
                 }
-                if file_tx.send(file).await.is_err() {
-                    break; // the chunk builder stopped and reports why
-                }
-                files_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            })
+            .map(|(o, permit)| fetch(s3, &cfg.src_bucket, o, permit))
+            .buffered(cfg.max_concurrent_gets);
+        let mut stream = std::pin::pin!(stream);
+        while let Some(file) = stream.try_next().await? {
+            check_deadline()?;
+            if file_tx.send(file).await.is_err() {
+                break; // the scanner stopped and reports why
             }
-            Ok::<(), Error>(())
         }
+        drop(file_tx);
+        Ok::<(), Error>(())
     };
 
-    let builder = {
+    let scanner = {
+        let cfg = cfg.clone();
+        let files_done = files_done.clone();
+        let handle =
+            tokio::task::spawn_blocking(move || scan_files(&cfg, file_rx, lines_tx, &files_done));
+        async move { joined("record scanner", handle.await) }
+    };
+    let compressor = {
         let cfg = cfg.clone();
         let handle =
-            tokio::task::spawn_blocking(move || build_chunks(&cfg, day, file_rx, chunk_tx));
-        async move {
-            handle.await.map_err(|e| Error::Internal {
-                stage: "chunk builder",
-                detail: e.to_string(),
-            })?
-        }
+            tokio::task::spawn_blocking(move || compress_chunks(&cfg, day, lines_rx, piece_tx));
+        async move { joined("chunk compressor", handle.await) }
     };
+    let uploader = upload_chunks(s3, cfg, day, piece_rx, &check_deadline);
 
-    let uploader = async {
-        let mut entries = Vec::new();
-        while let Some(chunk) = chunk_rx.recv().await {
-            let key = writer::chunk_key(&cfg.dst_prefix, day, chunk.index);
-            let entry = ChunkEntry {
-                key: key.clone(),
-                records: chunk.records,
-                bytes: chunk.data.len() as u64,
-                uncompressed_bytes: chunk.uncompressed_bytes,
-            };
-            writer::put(s3, &cfg.dst_bucket, &key, chunk.data, CHUNK_CONTENT_TYPE).await?;
-            info!(key = %format!("s3://{}/{}", cfg.dst_bucket, key), records = entry.records, bytes = entry.bytes, "chunk written");
-            entries.push(entry);
-        }
-        Ok::<_, Error>(entries)
-    };
-
-    let ((), stats, entries) = tokio::try_join!(fetcher, builder, uploader)?;
+    let ((), stats, (), entries) = tokio::try_join!(fetcher, scanner, compressor, uploader)?;
     if stats.files != total {
         // Only reachable if a stage stopped early without an error of its own.
         return Err(Error::Internal {
@@ -243,7 +445,7 @@ pub async fn aggregate_day(
             detail: format!("{} of {total} files were aggregated", stats.files),
         });
     }
-    debug_assert_eq!(stats.bytes_read, bytes_listed);
+    check_deadline()?;
 
     let stale = writer::delete_stale_chunks(
         s3,
@@ -259,7 +461,7 @@ pub async fn aggregate_day(
 
     let manifest = Manifest {
         date: day.to_string(),
-        source: format!("s3://{}/{}", cfg.src_bucket, cfg.src_prefix),
+        source,
         source_files: stats.files,
         records: stats.records,
         bytes_read: stats.bytes_read,

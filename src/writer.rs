@@ -8,6 +8,7 @@
 //! the same sources writes the very same bytes.
 
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use serde::Serialize;
 use tracing::debug;
@@ -93,6 +94,114 @@ pub async fn put(
         .map_err(|e| Error::s3("PutObject", bucket, key, e))?;
     debug!(bucket, key, bytes = len, "object written");
     Ok(())
+}
+
+/// A multipart upload of one chunk, part by part.
+pub struct Multipart {
+    bucket: String,
+    key: String,
+    upload_id: String,
+    parts: Vec<CompletedPart>,
+}
+
+impl Multipart {
+    /// CreateMultipartUpload.
+    pub async fn start(s3: &Client, bucket: &str, key: &str) -> Result<Multipart, Error> {
+        let out = s3
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .content_type(CHUNK_CONTENT_TYPE)
+            .send()
+            .await
+            .map_err(|e| Error::s3("CreateMultipartUpload", bucket, key, e))?;
+        let upload_id = out.upload_id().unwrap_or_default().to_string();
+        debug!(bucket, key, upload_id = %upload_id, "multipart upload started");
+        Ok(Multipart {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            upload_id,
+            parts: Vec::new(),
+        })
+    }
+
+    /// UploadPart of the next part.
+    pub async fn upload_part(&mut self, s3: &Client, body: Vec<u8>) -> Result<(), Error> {
+        let number = self.parts.len() as i32 + 1;
+        let len = body.len();
+        let res = s3
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .part_number(number)
+            .body(ByteStream::from(body))
+            .send()
+            .await;
+        let out = match res {
+            Ok(out) => out,
+            Err(e) => {
+                let err = Error::s3("UploadPart", &self.bucket, &self.key, e);
+                self.abort_ref(s3).await;
+                return Err(err);
+            }
+        };
+        self.parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag().map(str::to_string))
+                .build(),
+        );
+        debug!(bucket = %self.bucket, key = %self.key, part = number, bytes = len, "part written");
+        Ok(())
+    }
+
+    /// CompleteMultipartUpload.
+    pub async fn complete(self, s3: &Client) -> Result<(), Error> {
+        let res = s3
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(self.parts.clone()))
+                    .build(),
+            )
+            .send()
+            .await;
+        if let Err(e) = res {
+            let err = Error::s3("CompleteMultipartUpload", &self.bucket, &self.key, e);
+            self.abort_ref(s3).await;
+            return Err(err);
+        }
+        debug!(bucket = %self.bucket, key = %self.key, parts = self.parts.len(), "object written");
+        Ok(())
+    }
+
+    /// AbortMultipartUpload, best effort (the caller already has an error to report).
+    pub async fn abort(self, s3: &Client) {
+        self.abort_ref(s3).await
+    }
+
+    async fn abort_ref(&self, s3: &Client) {
+        let res = s3
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(
+                bucket = %self.bucket,
+                key = %self.key,
+                upload_id = %self.upload_id,
+                error = %aws_sdk_s3::error::DisplayErrorContext(e),
+                "could not abort a multipart upload; a lifecycle rule for incomplete uploads cleans it up"
+            );
+        }
+    }
 }
 
 /// DeleteObject of one key (deleting a missing key succeeds, as in S3).

@@ -487,3 +487,57 @@ async fn deadline_stops_cleanly() {
         None
     );
 }
+
+/// A source object larger than the streaming threshold is streamed through the scanner,
+/// and a chunk larger than one upload part goes up as a multipart upload; the bytes
+/// are the same as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_file_streams_and_large_chunk_uploads_in_parts() {
+    let (_server, s3) = setup().await;
+    // Hard-to-compress records: ~20 MB of NDJSON that gzips to ~10 MB.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let recs: Vec<String> = (0..2500)
+        .map(|i| {
+            let noise: String = (0..1000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("{:016x}", x)
+                })
+                .take(500)
+                .collect();
+            format!("{{\"eventID\":\"{i}\",\"responseElements\":{{\"blob\":\"{noise}\"}}}}")
+        })
+        .collect();
+    let body = gzip(&delivery(&recs));
+    assert!(body.len() as u64 > cloudtrail_aggregator::pipeline::STREAM_THRESHOLD);
+    let small = gzip(&delivery(&[record("111111111111", "us-east-1", 1)]));
+    let files = vec![
+        (
+            log_key("AWSLogs/", "111111111111", "us-east-1", DAY, 1),
+            body,
+        ),
+        (
+            log_key("AWSLogs/", "111111111111", "us-east-1", DAY, 2),
+            small,
+        ),
+    ];
+    let want = put_files(&s3, &files).await;
+    let summary = aggregate_day(&s3, &config(64 << 20), day(), RunOptions::default())
+        .await
+        .unwrap();
+    let (keys, ndjson) = output(&s3).await;
+    assert_eq!(keys.len(), 1);
+    let stored = get(&s3, DST, &keys[0]).await.unwrap();
+    assert!(
+        stored.len() > cloudtrail_aggregator::pipeline::UPLOAD_PART_BYTES,
+        "the chunk must need more than one part"
+    );
+    assert_eq!(summary.manifest.chunks[0].bytes, stored.len() as u64);
+    assert_eq!(
+        summary.manifest.bytes_read,
+        files.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
+    );
+    assert_lines(&ndjson, &want);
+}
