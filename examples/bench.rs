@@ -1,0 +1,653 @@
+//! The benchmark: `cargo run --release --example bench -- [OPTIONS]`.
+//!
+//! Generates synthetic CloudTrail days of realistic shape (cached under `--data`),
+//! serves them from an S3 protocol server (s3s-fs, TCP_NODELAY, an injectable
+//! per-request latency) in a child process, and runs the real aggregation — the
+//! library's `aggregate_day` through the same client set-up as the binaries — in
+//! another child process, so that its CPU time and peak RSS are its own. Each run's
+//! output is checked (record count and a digest of the NDJSON) against what the
+//! generator wrote. The floor — gunzip of the sources plus gzip of the NDJSON on one
+//! core, measured in the same run — is reported beside it.
+//!
+//! Shapes:
+//! - `seed`:  ~3,900 files (~44 % under 1 KB), ~17,000 records: the seed's day;
+//! - `small`: ~1,000 files, ~20 MB of NDJSON: the flatness check's small day;
+//! - `org`:   ~100,000 files over 200 accounts × 17 regions, ~2 GB of NDJSON;
+//! - `big`:   one delivery file of ~1 GB uncompressed.
+//!
+//! Options: `--shapes seed,org,big` (default `seed`), `--latency-ms 25`, `--runs 3`,
+//! `--data target/bench-data`. Internal modes: `gen`, `serve`, `agg`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+const SRC: &str = "bench-src";
+const DST: &str = "bench-dst";
+const DAY: &str = "2024/02/12";
+const ACCESS_KEY: &str = "AKIDBENCHBENCH";
+const SECRET_KEY: &str = "bench-secret";
+const REGIONS: [&str; 17] = [
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-central-1",
+    "eu-north-1",
+    "ap-south-1",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ca-central-1",
+    "sa-east-1",
+    "ap-northeast-3",
+];
+
+// ---------------------------------------------------------------- data
+
+/// splitmix64: a small deterministic generator.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const NAMES: [(&str, &str); 12] = [
+    ("s3", "GetObject"),
+    ("s3", "PutObject"),
+    ("ec2", "DescribeInstances"),
+    ("sts", "AssumeRole"),
+    ("iam", "GetRole"),
+    ("kms", "Decrypt"),
+    ("lambda", "Invoke"),
+    ("logs", "PutLogEvents"),
+    ("dynamodb", "GetItem"),
+    ("ssm", "GetParameter"),
+    ("cloudtrail", "LookupEvents"),
+    ("ecr", "GetAuthorizationToken"),
+];
+
+/// One CloudTrail-shaped record (~1.4 KB) with realistic variety.
+fn record(rng: &mut Rng, account: &str, region: &str, seq: u64) -> String {
+    let (svc, name) = NAMES[rng.below(NAMES.len() as u64) as usize];
+    let role = ["Admin", "ReadOnly", "Deployer", "Lambda-exec", "ci-runner"][rng.below(5) as usize];
+    let t = seq % 86_400;
+    let (h, m, s) = (t / 3600, (t / 60) % 60, t % 60);
+    let id = rng.next();
+    let ip = rng.next();
+    format!(
+        concat!(
+            "{{\"eventVersion\":\"1.08\",\"userIdentity\":{{\"type\":\"AssumedRole\",\"principalId\":\"AROA{pid:016X}:session-{sess}\",",
+            "\"arn\":\"arn:aws:sts::{acct}:assumed-role/{role}/session-{sess}\",\"accountId\":\"{acct}\",\"accessKeyId\":\"ASIA{key:016X}\",",
+            "\"sessionContext\":{{\"sessionIssuer\":{{\"type\":\"Role\",\"principalId\":\"AROA{pid:016X}\",\"arn\":\"arn:aws:iam::{acct}:role/{role}\",",
+            "\"accountId\":\"{acct}\",\"userName\":\"{role}\"}},\"webIdFederationData\":{{}},\"attributes\":{{\"creationDate\":\"2024-02-12T{h:02}:{m:02}:{s:02}Z\",",
+            "\"mfaAuthenticated\":\"false\"}}}}}},\"eventTime\":\"2024-02-12T{h:02}:{m:02}:{s:02}Z\",\"eventSource\":\"{svc}.amazonaws.com\",",
+            "\"eventName\":\"{name}\",\"awsRegion\":\"{region}\",\"sourceIPAddress\":\"{ip1}.{ip2}.{ip3}.{ip4}\",",
+            "\"userAgent\":\"aws-sdk-go-v2/1.24.1 os/linux lang/go#1.21.6 md/GOOS#linux api/{svc}#1.{ua}\",",
+            "\"requestParameters\":{{\"resource\":\"arn:aws:{svc}:{region}:{acct}:thing/{res:x}\",\"filter\":\"k\\u003dv\\u0026x\"}},\"responseElements\":null,",
+            "\"requestID\":\"{r1:08x}-{r2:04x}-4{r3:03x}-a{r4:03x}-{r5:012x}\",\"eventID\":\"{e1:08x}-{e2:04x}-4{e3:03x}-b{e4:03x}-{e5:012x}\",",
+            "\"readOnly\":true,\"eventType\":\"AwsApiCall\",\"managementEvent\":true,\"recipientAccountId\":\"{acct}\",\"eventCategory\":\"Management\",",
+            "\"tlsDetails\":{{\"tlsVersion\":\"TLSv1.3\",\"cipherSuite\":\"TLS_AES_128_GCM_SHA256\",\"clientProvidedHostHeader\":\"{svc}.{region}.amazonaws.com\"}}}}"
+        ),
+        pid = id,
+        sess = id % 100_000,
+        acct = account,
+        role = role,
+        key = id.rotate_left(17),
+        h = h, m = m, s = s,
+        svc = svc, name = name, region = region,
+        ip1 = ip & 0xff, ip2 = (ip >> 8) & 0xff, ip3 = (ip >> 16) & 0xff, ip4 = (ip >> 24) & 0xff,
+        ua = ip % 300,
+        res = ip >> 20,
+        r1 = id as u32, r2 = (id >> 32) as u16, r3 = (id >> 48) & 0xfff, r4 = ip & 0xfff, r5 = ip >> 16,
+        e1 = ip as u32, e2 = (ip >> 32) as u16, e3 = (ip >> 48) & 0xfff, e4 = id & 0xfff, e5 = id >> 16,
+    )
+}
+
+/// FNV-1a over the NDJSON, 64-bit: the output check.
+#[derive(Clone, Copy)]
+struct Digest(u64);
+impl Digest {
+    fn new() -> Self {
+        Digest(0xcbf29ce484222325)
+    }
+    fn update(&mut self, bytes: &[u8]) {
+        let mut h = self.0;
+        for b in bytes {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        self.0 = h;
+    }
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct Meta {
+    files: u64,
+    small_files: u64,
+    records: u64,
+    ndjson_bytes: u64,
+    source_bytes: u64,
+    digest: u64,
+}
+
+/// (accounts, files per region folder, most records of a multi-record file) of a
+/// shape. 44 % of the files hold one record (under 1 KB gzip), the rest 1..=max.
+fn shape_plan(shape: &str) -> (usize, usize, u64) {
+    match shape {
+        // 5 accounts × 17 regions × 46 files = 3,910 files, ~17,000 records.
+        "seed" => (5, 46, 15),
+        // 200 accounts × 17 regions × 29 files = 98,600 files, ~14 records each (~2 GB).
+        "org" => (200, 29, 49),
+        // 2 accounts × 17 regions × 29 files = 986 files (~20 MB).
+        "small" => (2, 29, 49),
+        other => panic!("unknown shape {other}"),
+    }
+}
+
+fn gzip_to(path: &Path, data: &[u8]) -> u64 {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut e = GzEncoder::new(Vec::with_capacity(data.len() / 8), Compression::default());
+    e.write_all(data).unwrap();
+    let gz = e.finish().unwrap();
+    std::fs::write(path, &gz).unwrap();
+    gz.len() as u64
+}
+
+fn key_name(account: &str, region: &str, n: usize) -> String {
+    format!(
+        "AWSLogs/o-bench00001/{account}/CloudTrail/{region}/{DAY}/{account}_CloudTrail_{region}_20240212T{:02}{:02}Z_{n:016x}.json.gz",
+        (n / 12) % 24,
+        (n * 5) % 60
+    )
+}
+
+/// Writes the shape's source objects straight into the server's folder.
+fn generate(shape: &str, dir: &Path) -> Meta {
+    let root = dir.join("s3");
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(root.join(DST)).unwrap();
+    let mut rng = Rng(0x5eed ^ shape.len() as u64);
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut meta = Meta {
+        files: 0,
+        small_files: 0,
+        records: 0,
+        ndjson_bytes: 0,
+        source_bytes: 0,
+        digest: 0,
+    };
+    let mut write_file = |key: String, recs: Vec<String>, meta: &mut Meta| {
+        let body = format!("{{\"Records\":[{}]}}", recs.join(","));
+        let size = gzip_to(&root.join(SRC).join(&key), body.as_bytes());
+        meta.files += 1;
+        meta.small_files += (size < 1024) as u64;
+        meta.records += recs.len() as u64;
+        meta.source_bytes += size;
+        files.push((key, recs.join("\n").into_bytes()));
+    };
+    if shape == "big" {
+        // One ~1 GB delivery file, written in a streaming way.
+        let key = key_name("123456789012", "us-east-1", 0);
+        let path = root.join(SRC).join(&key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut e = GzEncoder::new(out, Compression::default());
+        e.write_all(b"{\"Records\":[").unwrap();
+        let mut digest = Digest::new();
+        let mut n = 0u64;
+        while meta.ndjson_bytes < 1_000_000_000 {
+            let r = record(&mut rng, "123456789012", "us-east-1", n);
+            if n > 0 {
+                e.write_all(b",").unwrap();
+            }
+            e.write_all(r.as_bytes()).unwrap();
+            digest.update(r.as_bytes());
+            digest.update(b"\n");
+            meta.ndjson_bytes += r.len() as u64 + 1;
+            n += 1;
+        }
+        e.write_all(b"]}").unwrap();
+        e.finish().unwrap().flush().unwrap();
+        meta.files = 1;
+        meta.records = n;
+        meta.source_bytes = std::fs::metadata(&path).unwrap().len();
+        meta.digest = digest.0;
+        return meta;
+    }
+    let (accounts, per_region, max_records) = shape_plan(shape);
+    let mut seq = 0u64;
+    for a in 0..accounts {
+        let account = format!("{:012}", 100_000_000_000u64 + a as u64 * 7919);
+        for region in REGIONS {
+            for n in 0..per_region {
+                let k = if rng.below(100) < 44 {
+                    1
+                } else {
+                    1 + rng.below(max_records)
+                };
+                let recs: Vec<String> = (0..k)
+                    .map(|_| {
+                        seq += 1;
+                        record(&mut rng, &account, region, seq)
+                    })
+                    .collect();
+                write_file(key_name(&account, region, n), recs, &mut meta);
+            }
+        }
+    }
+    // The expected NDJSON: records in sorted key order.
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut digest = Digest::new();
+    for (_, lines) in &files {
+        digest.update(lines);
+        digest.update(b"\n");
+        meta.ndjson_bytes += lines.len() as u64 + 1;
+    }
+    meta.digest = digest.0;
+    meta
+}
+
+fn ensure_data(shape: &str, data: &Path) -> (PathBuf, Meta) {
+    let dir = data.join(shape);
+    let meta_path = dir.join("meta.json");
+    if let Ok(bytes) = std::fs::read(&meta_path) {
+        if let Ok(meta) = serde_json::from_slice::<Meta>(&bytes) {
+            return (dir, meta);
+        }
+    }
+    eprintln!(
+        "generating the {shape} day under {} (once; cached)…",
+        dir.display()
+    );
+    let t = Instant::now();
+    let meta = generate(shape, &dir);
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    eprintln!("  {meta:?} in {:.1}s", t.elapsed().as_secs_f64());
+    (dir, meta)
+}
+
+// ---------------------------------------------------------------- server
+
+async fn serve(root: PathBuf, port: u16, latency: Duration) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder as ConnBuilder;
+    use s3s::service::S3ServiceBuilder;
+
+    let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs root");
+    let mut b = S3ServiceBuilder::new(fs);
+    b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    let service = b.build();
+    let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default()); // GET, PUT/POST, LIST, other
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    println!("{}", listener.local_addr().unwrap().port());
+    std::io::stdout().flush().unwrap();
+    loop {
+        let Ok((socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let service = service.clone();
+        let counts = counts.clone();
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let service = service.clone();
+                    let counts = counts.clone();
+                    async move {
+                        if req.uri().path() == "/__bench/stats" {
+                            let c: Vec<u64> =
+                                counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+                            let body = format!("{} {} {} {}", c[0], c[1], c[2], c[3]);
+                            return Ok(hyper::Response::new(s3s::Body::from(body)));
+                        }
+                        let q = req.uri().query().unwrap_or("");
+                        let slot = match *req.method() {
+                            hyper::Method::GET if q.contains("list-type=2") => 2,
+                            hyper::Method::GET => 0,
+                            hyper::Method::PUT | hyper::Method::POST => 1,
+                            _ => 3,
+                        };
+                        counts[slot].fetch_add(1, Ordering::Relaxed);
+                        if !latency.is_zero() {
+                            tokio::time::sleep(latency).await;
+                        }
+                        hyper::service::Service::call(&service, req).await
+                    }
+                });
+            let _ = ConnBuilder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(socket), svc)
+                .await;
+        });
+    }
+}
+
+fn server_stats(port: u16) -> [u64; 4] {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /__bench/stats HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let v: Vec<u64> = body
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    [v[0], v[1], v[2], v[3]]
+}
+
+// ---------------------------------------------------------------- aggregation child
+
+async fn agg() {
+    let cfg = cloudtrail_aggregator::Config::from_env().expect("config");
+    let s3 = cloudtrail_aggregator::aws::s3_client_from_env().await;
+    let day: cloudtrail_aggregator::Day = "2024-02-12".parse().unwrap();
+    let s = cloudtrail_aggregator::aggregate_day(&s3, &cfg, day, Default::default())
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("aggregation failed: {e}");
+            std::process::exit(1)
+        });
+    println!("{}", serde_json::to_string(&s.manifest).unwrap());
+}
+
+// ---------------------------------------------------------------- measurement
+
+struct Usage {
+    wall: f64,
+    cpu: f64,
+    max_rss_kib: u64,
+}
+
+/// Runs a child to completion and returns its own CPU time and peak RSS (wait4).
+fn run_measured(cmd: &mut Command) -> (Usage, std::process::Output) {
+    let t = Instant::now();
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    // Drain pipes on threads so the child never blocks on a full pipe.
+    let mut child = child;
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let to = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        out.read_to_end(&mut v).unwrap();
+        v
+    });
+    let te = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        err.read_to_end(&mut v).unwrap();
+        v
+    });
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(r, pid, "wait4");
+    let wall = t.elapsed().as_secs_f64();
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let usage = Usage {
+        wall,
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        max_rss_kib: ru.ru_maxrss as u64,
+    };
+    let output = std::process::Output {
+        status: std::os::unix::process::ExitStatusExt::from_raw(status),
+        stdout: to.join().unwrap(),
+        stderr: te.join().unwrap(),
+    };
+    std::mem::forget(child); // already reaped by wait4
+    (usage, output)
+}
+
+fn thread_cpu() -> f64 {
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// The floor: gunzip every source object and gzip (level 6) the resulting bytes, on
+/// this one thread. Returns CPU seconds.
+fn floor(dir: &Path) -> f64 {
+    let mut paths = Vec::new();
+    let mut stack = vec![dir.join("s3").join(SRC)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p)
+            } else {
+                paths.push(p)
+            }
+        }
+    }
+    let bodies: Vec<Vec<u8>> = if paths.len() == 1 {
+        Vec::new()
+    } else {
+        paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    };
+    let start = thread_cpu();
+    let mut enc = GzEncoder::new(std::io::sink(), Compression::new(6));
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut gunzip_into = |r: &mut dyn Read, enc: &mut GzEncoder<std::io::Sink>| loop {
+        let n = r.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        enc.write_all(&buf[..n]).unwrap();
+    };
+    if bodies.is_empty() {
+        let f = std::io::BufReader::new(std::fs::File::open(&paths[0]).unwrap());
+        gunzip_into(&mut flate2::read::MultiGzDecoder::new(f), &mut enc);
+    } else {
+        for b in &bodies {
+            gunzip_into(&mut flate2::read::MultiGzDecoder::new(&b[..]), &mut enc);
+        }
+    }
+    enc.finish().unwrap();
+    thread_cpu() - start
+}
+
+/// Reads the day's output from the server's folder: (records, digest, chunks).
+fn check_output(dir: &Path) -> (u64, u64, usize) {
+    let day_dir = dir.join("s3").join(DST).join("cloudtrail-daily").join(DAY);
+    let mut chunks: Vec<PathBuf> = std::fs::read_dir(&day_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".ndjson.gz"))
+        .collect();
+    chunks.sort();
+    let mut digest = Digest::new();
+    let mut records = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for c in &chunks {
+        let mut r = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+            std::fs::File::open(c).unwrap(),
+        ));
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            records += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+            digest.update(&buf[..n]);
+        }
+    }
+    (records, digest.0, chunks.len())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let exe = std::env::current_exe().unwrap();
+    match args.get(1).map(String::as_str) {
+        Some("serve") => {
+            let root = PathBuf::from(arg(&args, "--root").unwrap());
+            let latency = Duration::from_millis(
+                arg(&args, "--latency-ms")
+                    .map(|v| v.parse().unwrap())
+                    .unwrap_or(25),
+            );
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(serve(root, 0, latency));
+            return;
+        }
+        Some("agg") => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(agg());
+            return;
+        }
+        Some("gen") => {
+            let data =
+                PathBuf::from(arg(&args, "--data").unwrap_or_else(|| "target/bench-data".into()));
+            for shape in arg(&args, "--shapes")
+                .unwrap_or_else(|| "seed".into())
+                .split(',')
+            {
+                ensure_data(shape, &data);
+            }
+            return;
+        }
+        _ => {}
+    }
+    let data = PathBuf::from(arg(&args, "--data").unwrap_or_else(|| "target/bench-data".into()));
+    let latency_ms: u64 = arg(&args, "--latency-ms")
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(25);
+    let runs: usize = arg(&args, "--runs")
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(3);
+    let shapes = arg(&args, "--shapes").unwrap_or_else(|| "seed".into());
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!("machine: {cpus} CPUs; latency {latency_ms} ms per request; {runs} runs per shape (medians)");
+    println!("| shape | files | records | NDJSON MB | wall s | files/s | MB/s written | CPU s | CPU s/GB | floor CPU s | CPU/floor | peak RSS MiB | S3 requests (GET/PUT/LIST/other) | output |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for shape in shapes.split(',') {
+        let (dir, meta) = ensure_data(shape, &data);
+        // Start the server over this shape's folder.
+        let mut server = Command::new(&exe)
+            .args([
+                "serve",
+                "--root",
+                dir.join("s3").to_str().unwrap(),
+                "--latency-ms",
+                &latency_ms.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start server");
+        let mut line = String::new();
+        {
+            let mut out = server.stdout.take().unwrap();
+            let mut b = [0u8; 1];
+            while out.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+                line.push(b[0] as char);
+            }
+        }
+        let port: u16 = line.trim().parse().expect("server port");
+        let floor_cpu = floor(&dir);
+        let (mut walls, mut cpus_s, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+        let mut requests = [0u64; 4];
+        let mut verdict = "ok".to_string();
+        for _ in 0..runs {
+            let before = server_stats(port);
+            let mut cmd = Command::new(&exe);
+            cmd.arg("agg")
+                .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+                .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("SRC_BUCKET", SRC)
+                .env("DST_BUCKET", DST)
+                .env("LOG_LEVEL", "warn");
+            let (u, out) = run_measured(&mut cmd);
+            if !out.status.success() {
+                eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+                panic!("aggregation failed");
+            }
+            let after = server_stats(port);
+            for i in 0..4 {
+                requests[i] = after[i] - before[i];
+            }
+            let (records, digest, _chunks) = check_output(&dir);
+            if records != meta.records || digest != meta.digest {
+                verdict = format!(
+                    "WRONG: {records} records (want {}), digest {digest:x} (want {:x})",
+                    meta.records, meta.digest
+                );
+            }
+            walls.push(u.wall);
+            cpus_s.push(u.cpu);
+            rss.push(u.max_rss_kib as f64 / 1024.0);
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        let (wall, cpu, peak) = (median(walls), median(cpus_s), median(rss));
+        let gb = meta.ndjson_bytes as f64 / 1e9;
+        println!(
+            "| {shape} | {} | {} | {:.0} | {:.2} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {}/{}/{}/{} | {verdict} |",
+            meta.files,
+            meta.records,
+            meta.ndjson_bytes as f64 / 1e6,
+            wall,
+            meta.files as f64 / wall,
+            meta.ndjson_bytes as f64 / 1e6 / wall,
+            cpu,
+            cpu / gb,
+            floor_cpu,
+            cpu / floor_cpu,
+            peak,
+            requests[0], requests[1], requests[2], requests[3],
+        );
+        if verdict != "ok" {
+            std::process::exit(1);
+        }
+    }
+}
