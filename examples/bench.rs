@@ -361,7 +361,7 @@ fn server_stats(port: u16) -> [u64; 4] {
 
 async fn agg() {
     let cfg = cloudtrail_aggregator::Config::from_env().expect("config");
-    let s3 = cloudtrail_aggregator::aws::s3_client_from_env().await;
+    let s3 = cloudtrail_aggregator::aws::s3_client_from_env(&cfg).await;
     let day: cloudtrail_aggregator::Day = "2024-02-12".parse().unwrap();
     let s = cloudtrail_aggregator::aggregate_day(&s3, &cfg, day, Default::default())
         .await

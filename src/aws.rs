@@ -1,14 +1,19 @@
-//! The S3 client, built once per process from the standard AWS configuration chain.
+//! The AWS clients, built once per process from the standard configuration chain.
 
 use aws_config::retry::RetryConfig;
-use aws_config::BehaviorVersion;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_s3::error::BoxError;
 use aws_sdk_s3::Client;
+
+use crate::config::Config;
 
 /// Attempts per S3 call (the SDK's standard retry mode, with backoff); a little more
 /// patient than the default 3, since one failed call fails a whole day.
 pub const S3_MAX_ATTEMPTS: u32 = 5;
 
-/// True when an endpoint override is set: `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`.
+/// The endpoint override, if set: `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`.
 pub fn endpoint_override() -> Option<String> {
     ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
         .iter()
@@ -16,16 +21,56 @@ pub fn endpoint_override() -> Option<String> {
         .find(|v| !v.trim().is_empty())
 }
 
-/// An S3 client from the environment (credentials, region, endpoint). When an
-/// endpoint override is set, S3 is addressed path-style, so that any S3-compatible
-/// server on loopback works without wildcard DNS.
-pub async fn s3_client_from_env() -> Client {
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
+/// Loads the shared SDK configuration (credentials, region, endpoints, retries).
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(S3_MAX_ATTEMPTS))
         .load()
-        .await;
-    let conf = aws_sdk_s3::config::Builder::from(&sdk)
-        .force_path_style(endpoint_override().is_some())
-        .build();
-    Client::from_conf(conf)
+        .await
+}
+
+/// Sends `x-amz-expected-bucket-owner` on every S3 request, so that a bucket owned by
+/// another account is refused by S3 instead of read or written.
+#[derive(Debug)]
+struct ExpectedBucketOwner(String);
+
+impl Intercept for ExpectedBucketOwner {
+    fn name(&self) -> &'static str {
+        "ExpectedBucketOwner"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        context
+            .request_mut()
+            .headers_mut()
+            .insert("x-amz-expected-bucket-owner", self.0.clone());
+        Ok(())
+    }
+}
+
+/// An S3 client for `cfg`. When an endpoint override is set, S3 is addressed
+/// path-style, so that any S3-compatible server on loopback works without wildcard
+/// DNS.
+pub fn s3_client(sdk: &SdkConfig, cfg: &Config) -> Client {
+    let mut conf =
+        aws_sdk_s3::config::Builder::from(sdk).force_path_style(endpoint_override().is_some());
+    if let Some(owner) = &cfg.expected_bucket_owner {
+        conf = conf.interceptor(ExpectedBucketOwner(owner.clone()));
+    }
+    Client::from_conf(conf.build())
+}
+
+/// An S3 client for `cfg` from the environment.
+pub async fn s3_client_from_env(cfg: &Config) -> Client {
+    s3_client(&sdk_config().await, cfg)
+}
+
+/// An SQS client from the environment.
+pub async fn sqs_client_from_env() -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&sdk_config().await)
 }

@@ -8,9 +8,11 @@
 //! | `DST_PREFIX` | folder the `YYYY/MM/DD/` folders are written under | `cloudtrail-daily/` |
 //! | `CHUNK_SIZE_BYTES` | largest uncompressed size of one output file | 67108864 (64 MiB) |
 //! | `GZIP_LEVEL` | gzip level of the output, 1 (fast) to 9 (small) | 6 |
-//! | `MAX_CONCURRENT_GETS` | source objects fetched at once | 32 |
+//! | `MAX_CONCURRENT_GETS` | source objects fetched at once | 64 |
 //! | `MAX_CONCURRENT_LISTS` | ListObjectsV2 walks at once | 16 |
 //! | `LOG_LEVEL` | `trace`, `debug`, `info`, `warn`/`warning`, `error`/`critical` | `info` |
+//! | `METRICS_NAMESPACE` | CloudWatch namespace of the per-day EMF metrics (Lambda only) | `CloudTrailAggregator` |
+//! | `EXPECTED_BUCKET_OWNER` | account id that must own both buckets (sent on every S3 call) | none |
 //!
 //! Prefixes are normalised to end in `/` (an empty prefix means the bucket's root).
 //! A missing or malformed value is an [`ConfigError`] naming the variable.
@@ -21,7 +23,8 @@ use crate::chunks::{DEFAULT_CHUNK_SIZE_BYTES, DEFAULT_GZIP_LEVEL};
 
 pub const DEFAULT_SRC_PREFIX: &str = "AWSLogs/";
 pub const DEFAULT_DST_PREFIX: &str = "cloudtrail-daily/";
-pub const DEFAULT_MAX_CONCURRENT_GETS: usize = 32;
+pub const DEFAULT_MAX_CONCURRENT_GETS: usize = 64;
+pub const DEFAULT_METRICS_NAMESPACE: &str = "CloudTrailAggregator";
 pub const DEFAULT_MAX_CONCURRENT_LISTS: usize = 16;
 /// S3's limit for a single PutObject; a chunk must fit in one.
 pub const MAX_CHUNK_SIZE_BYTES: u64 = 5 * 1024 * 1024 * 1024;
@@ -56,6 +59,9 @@ pub struct Config {
     pub max_concurrent_lists: usize,
     /// A tracing level name, lower case, when `LOG_LEVEL` is set.
     pub log_level: Option<String>,
+    pub metrics_namespace: String,
+    /// A 12-digit account id, when `EXPECTED_BUCKET_OWNER` is set.
+    pub expected_bucket_owner: Option<String>,
 }
 
 impl Config {
@@ -124,6 +130,23 @@ impl Config {
                 )
             })?),
         };
+        let metrics_namespace = match get("METRICS_NAMESPACE") {
+            Some(v) if !v.trim().is_empty() => v.trim().to_string(),
+            _ => DEFAULT_METRICS_NAMESPACE.to_string(),
+        };
+        let expected_bucket_owner = match get("EXPECTED_BUCKET_OWNER") {
+            Some(v) if !v.trim().is_empty() => {
+                let v = v.trim().to_string();
+                if !crate::listing::is_account_id(&v) {
+                    return Err(err(
+                        "EXPECTED_BUCKET_OWNER",
+                        format!("{v:?} is not a 12-digit account id"),
+                    ));
+                }
+                Some(v)
+            }
+            _ => None,
+        };
         Ok(Config {
             src_bucket,
             src_prefix,
@@ -134,6 +157,8 @@ impl Config {
             max_concurrent_gets,
             max_concurrent_lists,
             log_level,
+            metrics_namespace,
+            expected_bucket_owner,
         })
     }
 }
@@ -292,6 +317,10 @@ mod tests {
             (&[("LOG_LEVEL", "loud")], "LOG_LEVEL"),
             (&[("MAX_CONCURRENT_GETS", "0")], "MAX_CONCURRENT_GETS"),
             (&[("GZIP_LEVEL", "10")], "GZIP_LEVEL"),
+            (
+                &[("EXPECTED_BUCKET_OWNER", "12345")],
+                "EXPECTED_BUCKET_OWNER",
+            ),
         ];
         for (pairs, want) in cases {
             let mut all: Vec<(&str, &str)> = base.to_vec();

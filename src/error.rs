@@ -21,6 +21,14 @@ pub enum Error {
         detail: String,
     },
 
+    /// An SQS call failed.
+    #[error("{operation} {queue_url} failed: {detail}")]
+    Sqs {
+        operation: &'static str,
+        queue_url: String,
+        detail: String,
+    },
+
     /// A source object could not be read as a CloudTrail delivery file.
     #[error("s3://{bucket}/{key}: not a readable CloudTrail log file: {source}")]
     Records {

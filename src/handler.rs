@@ -82,6 +82,7 @@ pub async fn handle_batch(
             let summary = aggregate_day(&app.s3, &app.config, day, opts)
                 .await
                 .map_err(|e| format!("message {message_id}: day {day}: {e}"))?;
+            crate::metrics::emit(&app.config.metrics_namespace, &summary);
             Ok((kind, summary))
         }
         .instrument(span.clone())

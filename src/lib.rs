@@ -12,14 +12,18 @@
 //! - [`handler`]: an `SqsEvent` → per-message days → `SqsBatchResponse`.
 //!
 //! Around them: [`config`] (environment, validated once), [`error`] (typed errors
-//! naming what failed), [`telemetry`] (tracing set-up) and [`aws`] (the S3 client).
+//! naming what failed), [`telemetry`] (tracing set-up), [`metrics`] (per-day EMF
+//! lines), [`aws`] (the S3 and SQS clients) and [`backfill`] (one message per day on
+//! the trigger queue).
 
 pub mod aws;
+pub mod backfill;
 pub mod chunks;
 pub mod config;
 pub mod error;
 pub mod handler;
 pub mod listing;
+pub mod metrics;
 pub mod pipeline;
 pub mod records;
 pub mod telemetry;

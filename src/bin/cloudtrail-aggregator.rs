@@ -39,7 +39,7 @@ async fn main() -> Result<(), Error> {
         "cloudtrail-aggregator starting"
     );
     let app = App {
-        s3: aws::s3_client_from_env().await,
+        s3: aws::s3_client_from_env(&config).await,
         config,
     };
     let app = &app;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cloudtrail_aggregator::trigger::Day;
-use cloudtrail_aggregator::{aggregate_day, aws, telemetry, Config, RunOptions, Summary};
+use cloudtrail_aggregator::{aggregate_day, aws, backfill, telemetry, Config, RunOptions, Summary};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,6 +25,24 @@ struct Cli {
 enum Command {
     /// Aggregate one day (`ctagg run 2024-02-12`) or a range (`--from … --to …`), one day at a time.
     Run(RunArgs),
+    /// Enqueue one explicit-date message per day on the trigger queue, for the Lambda to aggregate.
+    Backfill(BackfillArgs),
+}
+
+#[derive(Debug, Args)]
+struct BackfillArgs {
+    /// The trigger queue's URL (the stack output QueueUrl).
+    #[arg(long, env = "QUEUE_URL")]
+    queue_url: String,
+    /// First day, YYYY-MM-DD.
+    #[arg(long)]
+    from: String,
+    /// Last day, inclusive, YYYY-MM-DD.
+    #[arg(long)]
+    to: String,
+    /// Print the messages that would be sent, and send nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -102,15 +120,50 @@ fn days(args: &RunArgs) -> Result<Vec<Day>> {
     let (Some(from), Some(to)) = (&args.from, &args.to) else {
         bail!("give a DAY, or --from and --to");
     };
+    range(from, to)
+}
+
+/// The days from `from` to `to`, validated: real dates, within CloudTrail's life, in order.
+fn range(from: &str, to: &str) -> Result<Vec<Day>> {
     let (from, to) = (parse_day(from, "--from")?, parse_day(to, "--to")?);
     if from > to {
         bail!("--from {from} is after --to {to}");
     }
-    let mut out = vec![from];
-    while let Some(next) = out.last().and_then(|d| d.succ()).filter(|d| *d <= to) {
-        out.push(next);
+    Ok(backfill::days(from, to))
+}
+
+async fn run_backfill(args: BackfillArgs) -> Result<()> {
+    let days = range(&args.from, &args.to)?;
+    if args.dry_run {
+        for day in &days {
+            println!("{}", backfill::body(*day));
+        }
+        println!(
+            "dry run: would send {} messages to {}",
+            days.len(),
+            args.queue_url
+        );
+        return Ok(());
     }
-    Ok(out)
+    let sqs = aws::sqs_client_from_env().await;
+    let total = days.len();
+    let mut last_shown = 0;
+    let sent = backfill::send(&sqs, &args.queue_url, &days, |sent, total| {
+        // Progress on long ranges: about every 10 %, and at the end.
+        if total > 50 && (sent - last_shown >= total / 10 || sent == total) {
+            eprintln!("sent {sent}/{total}");
+            last_shown = sent;
+        }
+    })
+    .await
+    .with_context(|| format!("backfill {} to {} failed", days[0], days[total - 1]))?;
+    println!(
+        "sent {sent} messages ({} to {}) to {}",
+        days[0],
+        days[total - 1],
+        args.queue_url
+    );
+    Ok(())
 }
 
 fn mb(bytes: u64) -> String {
@@ -137,7 +190,7 @@ fn summary_line(cfg: &Config, s: &Summary) -> String {
 async fn run(args: RunArgs) -> Result<()> {
     let cfg = args.overrides.config()?;
     let days = days(&args)?;
-    let s3 = aws::s3_client_from_env().await;
+    let s3 = aws::s3_client_from_env(&cfg).await;
     for (i, day) in days.iter().enumerate() {
         let summary = aggregate_day(&s3, &cfg, *day, RunOptions::default())
             .await
@@ -158,6 +211,7 @@ async fn main() -> ExitCode {
     telemetry::init(telemetry::Output::Cli);
     let result = match cli.command {
         Command::Run(args) => run(args).await,
+        Command::Backfill(args) => run_backfill(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
