@@ -151,15 +151,15 @@ struct Meta {
 }
 
 /// (accounts, files per region folder, most records of a multi-record file) of a
-/// shape. 44 % of the files hold one record (under 1 KB gzip), the rest 1..=max.
+/// shape. 44 % of the files hold one record (under 1 KB gzip), the rest 3..=max.
 fn shape_plan(shape: &str) -> (usize, usize, u64) {
     match shape {
         // 5 accounts × 17 regions × 46 files = 3,910 files, ~17,000 records.
-        "seed" => (5, 46, 15),
+        "seed" => (5, 46, 11),
         // 200 accounts × 17 regions × 29 files = 98,600 files, ~14 records each (~2 GB).
-        "org" => (200, 29, 49),
+        "org" => (200, 29, 53),
         // 2 accounts × 17 regions × 29 files = 986 files (~20 MB).
-        "small" => (2, 29, 49),
+        "small" => (2, 29, 53),
         other => panic!("unknown shape {other}"),
     }
 }
@@ -534,6 +534,7 @@ fn main() {
             return;
         }
         Some("agg") => {
+            cloudtrail_aggregator::process::limit_malloc_arenas();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

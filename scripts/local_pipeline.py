@@ -171,7 +171,7 @@ def main():
         # 1. Every events/*.json through the runtime, as `cargo lambda invoke` sends it.
         for path in sorted((ROOT / "events").glob("*.json")):
             out = subprocess.run(
-                ["cargo", "lambda", "invoke", FUNCTION, "--invoke-port", str(args.port), "--data-file", str(path), "--output-format", "json"],
+                ["cargo", "lambda", "invoke", FUNCTION, "--invoke-address", "127.0.0.1", "--invoke-port", str(args.port), "--data-file", str(path), "--output-format", "json"],
                 cwd=ROOT, env=fn_env, capture_output=True, text=True, timeout=600,
             )
             event = json.loads(path.read_text())

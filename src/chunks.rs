@@ -51,6 +51,10 @@ impl Lines {
     }
 }
 
+/// Room beyond `part_size` in a part buffer: what one write of a block of lines can
+/// add after the buffer reached `part_size - 1`.
+const PART_SLACK: usize = 2 * 1024 * 1024;
+
 /// A finished chunk, as the manifest describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkInfo {
@@ -139,7 +143,9 @@ impl ChunkBuilder {
             b.records += (j - i) as u64;
             b.uncompressed += (end - off) as u64;
             if b.encoder.get_ref().len() >= self.part_size {
-                let bytes = std::mem::take(b.encoder.get_mut());
+                // A fresh buffer with room for a whole part, so it never doubles.
+                let room = Vec::with_capacity(self.part_size + PART_SLACK);
+                let bytes = std::mem::replace(b.encoder.get_mut(), room);
                 b.compressed += bytes.len() as u64;
                 self.out.push_back(Piece::Data {
                     index: self.next_index,

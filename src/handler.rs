@@ -48,7 +48,17 @@ impl fmt::Display for BatchFailed {
 
 impl std::error::Error for BatchFailed {}
 
-/// The result of one message.
+/// Lambda reports the error as `errorType: "BatchFailed"` with the whole message.
+impl From<BatchFailed> for lambda_runtime::Diagnostic {
+    fn from(e: BatchFailed) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: "BatchFailed".to_string(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// The result of one message; the error says what failed (the message id is beside it).
 #[derive(Debug)]
 pub struct MessageOutcome {
     pub message_id: String,
@@ -72,23 +82,22 @@ pub async fn handle_batch(
         let span = info_span!("message", message_id = %message_id);
         let result = async {
             let body = message.body.as_deref().unwrap_or("");
-            let (day, kind) = parse_body(body, today).map_err(|e| {
-                format!("message {message_id}: cannot tell which day to aggregate: {e}")
-            })?;
+            let (day, kind) = parse_body(body, today)
+                .map_err(|e| format!("cannot tell which day to aggregate: {e}"))?;
             info!(day = %day, trigger = %kind, "aggregating");
             let opts = RunOptions {
                 deadline: deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d)),
             };
             let summary = aggregate_day(&app.s3, &app.config, day, opts)
                 .await
-                .map_err(|e| format!("message {message_id}: day {day}: {e}"))?;
+                .map_err(|e| format!("day {day}: {e}"))?;
             crate::metrics::emit(&app.config.metrics_namespace, &summary);
             Ok((kind, summary))
         }
         .instrument(span.clone())
         .await;
         if let Err(e) = &result {
-            span.in_scope(|| error!(error = %e, "message failed"));
+            span.in_scope(|| error!(message_id = %message_id, error = %e, "message failed"));
         }
         outcomes.push(MessageOutcome { message_id, result });
     }

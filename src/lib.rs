@@ -25,6 +25,7 @@ pub mod handler;
 pub mod listing;
 pub mod metrics;
 pub mod pipeline;
+pub mod process;
 pub mod records;
 pub mod telemetry;
 pub mod trigger;

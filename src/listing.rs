@@ -5,7 +5,8 @@
 //!    organisation ids (`o-` + 10–32 lowercase letters or digits) are listed once
 //!    more, and *their* 12-digit children are accounts. One setting therefore serves
 //!    an organisation trail (`AWSLogs/o-…/ACCOUNT/`), a single-account trail
-//!    (`AWSLogs/ACCOUNT/`) and a bucket holding both; any other child is ignored;
+//!    (`AWSLogs/ACCOUNT/`) and a bucket holding both; any other child is ignored. A
+//!    prefix that is itself an organisation or an account folder works too;
 //! 2. the regions: every child folder of `ACCOUNT/CloudTrail/` (so `CloudTrail-Digest/`
 //!    and `CloudTrail-Insight/` are never entered);
 //! 3. the objects directly in `ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/` (no other day).
@@ -149,9 +150,14 @@ pub async fn list_day(
     day: Day,
     max_concurrent: usize,
 ) -> Result<Found, Error> {
-    let (top, _) = list_level(s3, bucket, src_prefix).await?;
     let mut accounts = Vec::new();
     let mut orgs = Vec::new();
+    // SRC_PREFIX may name one account's folder (`AWSLogs/123456789012/`) itself.
+    let top = if is_account_id(folder_name(src_prefix)) {
+        vec![src_prefix.to_string()]
+    } else {
+        list_level(s3, bucket, src_prefix).await?.0
+    };
     for folder in top {
         match classify(folder_name(&folder)) {
             Child::Account => accounts.push(folder),

@@ -52,7 +52,7 @@ const FILE_QUEUE: usize = 4;
 /// Blocks of lines waiting for the compressor.
 const LINES_QUEUE: usize = 4;
 /// Compressed pieces waiting for the uploader.
-const PIECE_QUEUE: usize = 2;
+const PIECE_QUEUE: usize = 1;
 
 /// Options of one run that are not configuration.
 #[derive(Debug, Clone, Copy, Default)]

@@ -172,7 +172,7 @@ async fn org_and_single_account_layouts_in_one_bucket() {
     assert_eq!(manifest["uncompressed_bytes_written"], ndjson.len());
 }
 
-/// SRC_PREFIX may point straight at an organisation folder, with or without its slash.
+/// SRC_PREFIX may point straight at an organisation folder or at one account's folder.
 #[tokio::test]
 async fn source_prefix_at_the_organisation() {
     let (_server, s3) = setup().await;
@@ -191,6 +191,13 @@ async fn source_prefix_at_the_organisation() {
         .await
         .unwrap();
     assert_lines(&output(&s3).await.1, &want);
+    // ... or at one account's folder.
+    cfg.src_prefix = "AWSLogs/222222222222/".into();
+    aggregate_day(&s3, &cfg, day(), RunOptions::default())
+        .await
+        .unwrap();
+    let one = gzip(&delivery(&[record("222222222222", "us-east-1", 0)]));
+    assert_lines(&output(&s3).await.1, &expected_lines(&one));
 }
 
 /// Listings follow continuation tokens: more than 1,000 account folders (CommonPrefixes

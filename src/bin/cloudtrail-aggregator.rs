@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use cloudtrail_aggregator::handler::{self, App};
-use cloudtrail_aggregator::{aws, telemetry, Config};
+use cloudtrail_aggregator::{aws, process, telemetry, Config};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 /// Converts the invocation deadline (epoch milliseconds) to an `Instant`.
@@ -18,14 +18,24 @@ fn deadline_instant(deadline_ms: u64) -> Option<Instant> {
     Some(Instant::now() + Duration::from_millis(left))
 }
 
-async fn serve(app: &App, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+async fn serve(
+    app: &App,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, lambda_runtime::Diagnostic> {
     let deadline = deadline_instant(event.context.deadline);
     let today = chrono::Utc::now().date_naive();
     Ok(handler::handle(app, event.payload, today, deadline).await?)
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    process::limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve_events())
+}
+
+async fn serve_events() -> Result<(), Error> {
     telemetry::init(telemetry::Output::Lambda);
     // A bad configuration is an init error, reported once, not a failure per message.
     let config = Config::from_env().map_err(|e| {

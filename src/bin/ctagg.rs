@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cloudtrail_aggregator::trigger::Day;
-use cloudtrail_aggregator::{aggregate_day, aws, backfill, telemetry, Config, RunOptions, Summary};
+use cloudtrail_aggregator::{
+    aggregate_day, aws, backfill, process, telemetry, Config, RunOptions, Summary,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -205,8 +207,22 @@ async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    process::limit_malloc_arenas();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(cli_main())
+}
+
+async fn cli_main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(telemetry::Output::Cli);
     let result = match cli.command {
