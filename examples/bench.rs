@@ -369,7 +369,15 @@ async fn agg() {
             eprintln!("aggregation failed: {e}");
             std::process::exit(1)
         });
-    println!("{}", serde_json::to_string(&s.manifest).unwrap());
+    // Peak RSS of this process since exec (the driver's wait4 figure would include the
+    // memory of the forked driver before exec).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    println!("{hwm_kib} {}", serde_json::to_string(&s.manifest).unwrap());
 }
 
 // ---------------------------------------------------------------- measurement
@@ -377,6 +385,7 @@ async fn agg() {
 struct Usage {
     wall: f64,
     cpu: f64,
+    /// Includes the driver's memory copied at fork; the child's own VmHWM is preferred.
     max_rss_kib: u64,
 }
 
@@ -613,6 +622,11 @@ fn main() {
                 eprintln!("{}", String::from_utf8_lossy(&out.stderr));
                 panic!("aggregation failed");
             }
+            let hwm_kib: u64 = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(u.max_rss_kib);
             let after = server_stats(port);
             for i in 0..4 {
                 requests[i] = after[i] - before[i];
@@ -626,7 +640,7 @@ fn main() {
             }
             walls.push(u.wall);
             cpus_s.push(u.cpu);
-            rss.push(u.max_rss_kib as f64 / 1024.0);
+            rss.push(hwm_kib as f64 / 1024.0);
         }
         let _ = server.kill();
         let _ = server.wait();

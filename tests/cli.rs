@@ -171,3 +171,57 @@ async fn refuses_bad_configuration_and_dates() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+/// `ctagg backfill --dry-run` prints one explicit-date body per day and sends nothing;
+/// bad ranges are refused with the reason.
+#[tokio::test]
+async fn backfill_dry_run_and_refusals() {
+    let endpoint = "http://127.0.0.1:9"; // nothing listens: a dry run makes no call
+    let q = "http://127.0.0.1:9/123456789012/trigger";
+    let out = ctagg(
+        endpoint,
+        &[
+            "backfill",
+            "--queue-url",
+            q,
+            "--from",
+            "2024-02-28",
+            "--to",
+            "2024-03-01",
+            "--dry-run",
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            r#"{"year":2024,"month":2,"day":28}"#,
+            r#"{"year":2024,"month":2,"day":29}"#,
+            r#"{"year":2024,"month":3,"day":1}"#,
+            "dry run: would send 3 messages to http://127.0.0.1:9/123456789012/trigger",
+        ]
+    );
+    for (from, to, want) in [
+        ("2024-03-01", "2024-02-01", "is after --to"),
+        ("2013-10-30", "2013-11-02", "before CloudTrail existed"),
+        ("2024-01-01", "2999-01-01", "in the future"),
+        ("2024-01-01", "2024-13-01", "not a calendar date"),
+    ] {
+        let out = ctagg(
+            endpoint,
+            &["backfill", "--queue-url", q, "--from", from, "--to", to],
+            &[],
+        )
+        .await;
+        assert!(!out.status.success(), "{from}..{to}");
+        assert!(
+            text(&out.stderr).contains(want),
+            "{from}..{to}: {}",
+            text(&out.stderr)
+        );
+    }
+}
