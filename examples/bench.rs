@@ -423,6 +423,11 @@ fn run_measured(cmd: &mut Command) -> (Usage, std::process::Output) {
         cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
         max_rss_kib: ru.ru_maxrss as u64,
     };
+    eprintln!(
+        "  run: wall {wall:.2}s user {:.2}s sys {:.2}s",
+        tv(ru.ru_utime),
+        tv(ru.ru_stime)
+    );
     let output = std::process::Output {
         status: std::os::unix::process::ExitStatusExt::from_raw(status),
         stdout: to.join().unwrap(),
@@ -544,10 +549,17 @@ fn main() {
         }
         Some("agg") => {
             cloudtrail_aggregator::process::limit_malloc_arenas();
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = if std::env::var("BENCH_MULTI_THREAD").is_ok() {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+            };
             rt.block_on(agg());
             return;
         }

@@ -29,7 +29,7 @@ async fn serve(
 
 fn main() -> Result<(), Error> {
     process::limit_malloc_arenas();
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(serve_events())

@@ -209,7 +209,7 @@ async fn run(args: RunArgs) -> Result<()> {
 
 fn main() -> ExitCode {
     process::limit_malloc_arenas();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
