@@ -548,17 +548,13 @@ fn main() {
             return;
         }
         Some("agg") => {
-            cloudtrail_aggregator::process::limit_malloc_arenas();
             let rt = if std::env::var("BENCH_MULTI_THREAD").is_ok() {
                 tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()
                     .unwrap()
             } else {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
+                cloudtrail_aggregator::process::runtime().unwrap()
             };
             rt.block_on(agg());
             return;

@@ -28,11 +28,7 @@ async fn serve(
 }
 
 fn main() -> Result<(), Error> {
-    process::limit_malloc_arenas();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(serve_events())
+    process::runtime()?.block_on(serve_events())
 }
 
 async fn serve_events() -> Result<(), Error> {

@@ -208,11 +208,7 @@ async fn run(args: RunArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    process::limit_malloc_arenas();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match process::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
