@@ -387,6 +387,33 @@ impl<R: Read> RecordReader<R> {
         Ok(())
     }
 
+    /// Between the members of an object or the elements of an array: consumes `close`
+    /// and returns `true` at the end, otherwise consumes the `,` that must separate this
+    /// item from the previous one (none before the first) and returns `false`.
+    fn closed_or_separated(
+        &mut self,
+        close: u8,
+        first: bool,
+        inside: &'static str,
+    ) -> Result<bool, RecordsError> {
+        let b = self.require(inside)?;
+        if b == close {
+            self.consume(1);
+            return Ok(true);
+        }
+        if !first {
+            if b != b',' {
+                return Err(self.syntax(format!(
+                    "expected ',' or '{}' in {inside}, found {}",
+                    close as char,
+                    describe_byte(b)
+                )));
+            }
+            self.consume(1);
+        }
+        Ok(false)
+    }
+
     /// Reads `"key":` and returns the decoded key.
     fn read_key(&mut self) -> Result<String, RecordsError> {
         let b = self.require("the top-level object")?;
@@ -494,20 +521,10 @@ impl<R: Read> RecordReader<R> {
                     self.state = State::FirstMember;
                 }
                 State::FirstMember | State::NextMember => {
-                    let b = self.require("the top-level object")?;
-                    if b == b'}' {
-                        self.consume(1);
+                    let first = self.state == State::FirstMember;
+                    if self.closed_or_separated(b'}', first, "the top-level object")? {
                         self.state = State::End;
                         continue;
-                    }
-                    if self.state == State::NextMember {
-                        if b != b',' {
-                            return Err(self.syntax(format!(
-                                "expected ',' or '}}' in the top-level object, found {}",
-                                describe_byte(b)
-                            )));
-                        }
-                        self.consume(1);
                     }
                     let key = self.read_key()?;
                     if key == "Records" {
@@ -530,20 +547,10 @@ impl<R: Read> RecordReader<R> {
                     }
                 }
                 State::FirstElement | State::NextElement => {
-                    let b = self.require("the Records array")?;
-                    if b == b']' {
-                        self.consume(1);
+                    let first = self.state == State::FirstElement;
+                    if self.closed_or_separated(b']', first, "the Records array")? {
                         self.state = State::NextMember;
                         continue;
-                    }
-                    if self.state == State::NextElement {
-                        if b != b',' {
-                            return Err(self.syntax(format!(
-                                "expected ',' or ']' in the Records array, found {}",
-                                describe_byte(b)
-                            )));
-                        }
-                        self.consume(1);
                     }
                     self.read_element()?;
                     self.index += 1;
