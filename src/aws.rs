@@ -57,8 +57,8 @@ impl Intercept for ExpectedBucketOwner {
 /// path-style, so that any S3-compatible server on loopback works without wildcard
 /// DNS.
 pub fn s3_client(sdk: &SdkConfig, cfg: &Config) -> Client {
-    let mut conf =
-        aws_sdk_s3::config::Builder::from(sdk).force_path_style(endpoint_override().is_some());
+    let path_style = endpoint_override().is_some() || sdk.endpoint_url().is_some();
+    let mut conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(path_style);
     if let Some(owner) = &cfg.expected_bucket_owner {
         conf = conf.interceptor(ExpectedBucketOwner(owner.clone()));
     }

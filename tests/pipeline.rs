@@ -549,3 +549,41 @@ async fn large_file_streams_and_large_chunk_uploads_in_parts() {
     );
     assert_lines(&ndjson, &want);
 }
+
+/// EXPECTED_BUCKET_OWNER puts `x-amz-expected-bucket-owner` on every S3 request the
+/// aggregation makes; a bucket of another owner is refused and the error names it.
+#[tokio::test]
+async fn expected_bucket_owner_is_sent_on_every_request() {
+    let (server, seen) = S3::with_owner_check("111122223333");
+    let plain = server.client();
+    create_bucket(&plain, SRC).await;
+    create_bucket(&plain, DST).await;
+    let files = generated("AWSLogs/", "111111111111", "us-east-1", 3, 2);
+    let want = put_files(&plain, &files).await;
+    seen.lock().unwrap().clear();
+
+    let mut cfg = config(64 << 20);
+    cfg.expected_bucket_owner = Some("111122223333".into());
+    let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), &cfg);
+    aggregate_day(&s3, &cfg, day(), RunOptions::default())
+        .await
+        .unwrap();
+    let requests = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(requests.len() >= 3 + 3 + 2, "{requests:?}");
+    for (op, header) in &requests {
+        assert_eq!(header.as_deref(), Some("111122223333"), "{op}");
+    }
+    assert_lines(&output(&plain).await.1, &want);
+
+    cfg.expected_bucket_owner = Some("999999999999".into());
+    let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), &cfg);
+    let err = aggregate_day(&s3, &cfg, day(), RunOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ListObjectsV2 s3://cloudtrail-logs/AWSLogs/ failed"),
+        "{err}"
+    );
+    assert!(err.contains("AccessDenied"), "{err}");
+}

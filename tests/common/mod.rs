@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
@@ -51,6 +52,41 @@ impl S3 {
         }
     }
 
+    /// A server over a new temporary folder that records, for every request, the
+    /// operation and its `x-amz-expected-bucket-owner` header, and refuses (as S3 does,
+    /// AccessDenied) a request whose header names another owner than `owner`.
+    pub fn with_owner_check(owner: &str) -> (S3, Seen) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = s3s_fs::FileSystem::new(dir.path()).expect("s3s-fs");
+        let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+        let mut b = S3ServiceBuilder::new(fs);
+        b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        b.set_access(OwnerCheck {
+            owner: owner.to_string(),
+            seen: seen.clone(),
+        });
+        let s3 = S3 {
+            root: dir.path().to_path_buf(),
+            _dir: Some(dir),
+            service: b.build(),
+        };
+        (s3, seen)
+    }
+
+    /// An SDK configuration whose HTTP client is the in-process server, for building
+    /// clients the way the binaries do (`cloudtrail_aggregator::aws::s3_client`).
+    pub fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(
+                Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests"),
+            ))
+            .region(Region::new(REGION))
+            .endpoint_url("http://s3.local")
+            .http_client(s3s_aws::Client::from(self.service.clone()))
+            .build()
+    }
+
     /// An SDK client whose HTTP client is the in-process server, path-style.
     pub fn client(&self) -> Client {
         let conf = aws_sdk_s3::Config::builder()
@@ -87,6 +123,37 @@ impl S3 {
             }
         });
         format!("http://{addr}")
+    }
+}
+
+/// The (operation, expected-owner header) of each request an owner-checking server saw.
+pub type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+struct OwnerCheck {
+    owner: String,
+    seen: Seen,
+}
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for OwnerCheck {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
+        let header = cx
+            .headers()
+            .get("x-amz-expected-bucket-owner")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        self.seen
+            .lock()
+            .unwrap()
+            .push((cx.s3_op().name().to_string(), header.clone()));
+        match header {
+            Some(h) if h != self.owner => Err(s3s::s3_error!(
+                AccessDenied,
+                "the bucket owner is not {}",
+                h
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
