@@ -158,13 +158,16 @@ fn scan_files(
         key: key.to_string(),
         source,
     };
+    // Read buffers passed from one file's reader to the next.
+    let mut bufs = records::Buffers::default();
     while let Some(file) = files.blocking_recv() {
         let records_before = stats.records;
         let (more, read) = match file.body {
             Body::Whole(ref bytes) => {
-                let mut reader = records::open_slice(bytes);
+                let mut reader = records::open_slice_with(bytes, std::mem::take(&mut bufs));
                 let more = pump(&mut reader, &mut lines, &lines_tx, &mut stats.records)
                     .map_err(|e| records_err(&file.key, e))?;
+                bufs = reader.into_buffers();
                 (more, bytes.len() as u64)
             }
             Body::Stream(stream) => {
