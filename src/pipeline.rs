@@ -152,7 +152,7 @@ fn scan_files(
     files_done: &AtomicU64,
 ) -> Result<ReadStats, Error> {
     let mut stats = ReadStats::default();
-    let mut lines = Lines::with_capacity(LINES_BLOCK + 64 * 1024);
+    let mut lines = new_block();
     let records_err = |key: &str, source| Error::Records {
         bucket: cfg.src_bucket.clone(),
         key: key.to_string(),
@@ -181,11 +181,11 @@ fn scan_files(
                     key: file.key.clone(),
                     detail,
                 };
-                let mut reader =
-                    records::open(&mut counted).map_err(|e| read_err(e.to_string()))?;
+                let mut reader = records::open_with(&mut counted, std::mem::take(&mut bufs))
+                    .map_err(|e| read_err(e.to_string()))?;
                 let more = pump(&mut reader, &mut lines, &lines_tx, &mut stats.records)
                     .map_err(|e| records_err(&file.key, e))?;
-                drop(reader);
+                bufs = reader.into_buffers();
                 if more && counted.count != file.size {
                     return Err(read_err(format!(
                         "read {} bytes, but the listing said {}",
@@ -209,6 +209,11 @@ fn scan_files(
     Ok(stats)
 }
 
+/// An empty block of lines, with room for a full block and the record that ends it.
+fn new_block() -> Lines {
+    Lines::with_capacity(LINES_BLOCK + 64 * 1024)
+}
+
 /// Moves a file's records into blocks of lines, sending each full block on;
 /// `Ok(false)` when the next stage has gone.
 fn pump<R: Read>(
@@ -221,7 +226,7 @@ fn pump<R: Read>(
         lines.push(record);
         *records += 1;
         if lines.data.len() >= LINES_BLOCK {
-            let full = std::mem::replace(lines, Lines::with_capacity(LINES_BLOCK + 64 * 1024));
+            let full = std::mem::replace(lines, new_block());
             if tx.blocking_send(full).is_err() {
                 return Ok(false);
             }

@@ -125,8 +125,7 @@ pub fn open_slice(bytes: &[u8]) -> RecordReader<Decoded<&[u8]>> {
 /// [`open_slice`], reusing the buffers of an earlier reader ([`RecordReader::into_buffers`]).
 pub fn open_slice_with(bytes: &[u8], bufs: Buffers) -> RecordReader<Decoded<&[u8]>> {
     // Reading the first two bytes of a slice cannot fail.
-    let decoded = decode_with(bytes, bufs.input).expect("reading a slice cannot fail");
-    RecordReader::new(decoded, bufs.decoded, bufs.record)
+    open_with(bytes, bufs).expect("reading a slice cannot fail")
 }
 
 /// Opens any byte source (gzip or plain) as a record reader. Fails only if the first
@@ -278,20 +277,6 @@ impl<R: Read> RecordReader<Decoded<R>> {
 }
 
 impl<R: Read> RecordReader<R> {
-    /// Reads a plain (already decoded) JSON stream.
-    pub fn plain(source: R) -> Self {
-        RecordReader {
-            reader: Reuse::new(source, Vec::new()),
-            gzip: false,
-            state: State::Start,
-            offset: 0,
-            index: 0,
-            seen_records: false,
-            record: Vec::new(),
-            scratch: Vec::new(),
-        }
-    }
-
     /// Number of records handed out so far.
     pub fn records_read(&self) -> u64 {
         self.index
