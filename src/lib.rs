@@ -5,6 +5,7 @@
 //!
 //! - [`trigger`]: an SQS message body → the [`trigger::Day`] to aggregate;
 //! - [`listing`]: the delimited `ListObjectsV2` walk → the day's source keys, sorted;
+//! - [`fetch`]: the GETs of those keys (the SDK's first, then a lean signed request);
 //! - [`records`]: a delivery file's bytes → its records, streamed one at a time;
 //! - [`chunks`]: records → gzip NDJSON chunks under a byte bound;
 //! - [`writer`]: chunk uploads, stale-chunk cleanup, `_manifest.json`;
@@ -21,6 +22,7 @@ pub mod backfill;
 pub mod chunks;
 pub mod config;
 pub mod error;
+pub mod fetch;
 pub mod handler;
 pub mod listing;
 pub mod metrics;

@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 use crate::chunks::{ChunkBuilder, ChunkInfo, Lines, Piece};
 use crate::config::Config;
 use crate::error::Error;
+use crate::fetch::Getter;
 use crate::listing::{self, SourceObject};
 use crate::records;
 use crate::trigger::Day;
@@ -87,30 +88,17 @@ struct Fetched {
 }
 
 async fn fetch(
-    s3: &Client,
-    bucket: &str,
+    getter: &Getter,
     object: SourceObject,
     permit: OwnedSemaphorePermit,
 ) -> Result<Fetched, Error> {
     let key = object.key;
-    let out = s3
-        .get_object()
-        .bucket(bucket)
-        .key(&key)
-        .send()
-        .await
-        .map_err(|e| Error::s3("GetObject", bucket, &key, e))?;
     let body = if object.size > STREAM_THRESHOLD {
-        debug!(bucket, key = %key, bytes = object.size, "object streaming");
-        Body::Stream(out.body)
+        debug!(key = %key, bytes = object.size, "object streaming");
+        Body::Stream(getter.stream(&key).await?)
     } else {
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| Error::s3("GetObject (reading the body)", bucket, &key, e))?
-            .into_bytes();
-        debug!(bucket, key = %key, bytes = bytes.len(), "object read");
+        let bytes = getter.get(&key).await?;
+        debug!(key = %key, bytes = bytes.len(), "object read");
         Body::Whole(bytes)
     };
     Ok(Fetched {
@@ -401,6 +389,7 @@ pub async fn aggregate_day(
     let (lines_tx, lines_rx) = mpsc::channel::<Lines>(LINES_QUEUE);
     let (piece_tx, piece_rx) = mpsc::channel::<Piece>(PIECE_QUEUE);
     let budget = Arc::new(Semaphore::new((FETCH_BUDGET / 1024) as usize));
+    let getter = Getter::new(s3, &cfg.src_bucket);
 
     let fetcher = async {
         // Budget permits are taken in key order (`then`) before a GET starts, so the
@@ -417,7 +406,7 @@ pub async fn aggregate_day(
                     (o, permit)
                 }
             })
-            .map(|(o, permit)| fetch(s3, &cfg.src_bucket, o, permit))
+            .map(|(o, permit)| fetch(&getter, o, permit))
             .buffered(cfg.max_concurrent_gets);
         let mut stream = std::pin::pin!(stream);
         while let Some(file) = stream.try_next().await? {

@@ -554,7 +554,7 @@ async fn large_file_streams_and_large_chunk_uploads_in_parts() {
 /// aggregation makes; a bucket of another owner is refused and the error names it.
 #[tokio::test]
 async fn expected_bucket_owner_is_sent_on_every_request() {
-    let (server, seen) = S3::with_owner_check("111122223333");
+    let (server, seen) = S3::recording(Some("111122223333"), false);
     let plain = server.client();
     create_bucket(&plain, SRC).await;
     create_bucket(&plain, DST).await;
@@ -570,9 +570,14 @@ async fn expected_bucket_owner_is_sent_on_every_request() {
         .unwrap();
     let requests = std::mem::take(&mut *seen.lock().unwrap());
     assert!(requests.len() >= 3 + 3 + 2, "{requests:?}");
-    for (op, header) in &requests {
-        assert_eq!(header.as_deref(), Some("111122223333"), "{op}");
+    for r in &requests {
+        assert_eq!(r.owner.as_deref(), Some("111122223333"), "{r:?}");
     }
+    // The lean GETs (after the SDK's first) carry it too.
+    assert!(
+        requests.iter().any(|r| r.op == "GetObject" && !r.sdk),
+        "{requests:?}"
+    );
     assert_lines(&output(&plain).await.1, &want);
 
     cfg.expected_bucket_owner = Some("999999999999".into());
@@ -586,4 +591,62 @@ async fn expected_bucket_owner_is_sent_on_every_request() {
         "{err}"
     );
     assert!(err.contains("AccessDenied"), "{err}");
+}
+
+/// After the SDK's first GET, the source objects come by the lean path: correctly
+/// signed (the server verifies SigV4), with the same bytes out, and one request per
+/// object (no fallbacks).
+#[tokio::test]
+async fn later_gets_take_the_lean_path() {
+    let (server, seen) = S3::recording(None, false);
+    let plain = server.client();
+    create_bucket(&plain, SRC).await;
+    create_bucket(&plain, DST).await;
+    let files = generated("AWSLogs/", "111111111111", "eu-west-1", 40, 3);
+    let want = put_files(&plain, &files).await;
+    seen.lock().unwrap().clear();
+
+    let mut cfg = config(64 << 20);
+    cfg.max_concurrent_gets = 4;
+    let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), &cfg);
+    aggregate_day(&s3, &cfg, day(), RunOptions::default())
+        .await
+        .unwrap();
+    let gets: Vec<Request> = std::mem::take(&mut *seen.lock().unwrap())
+        .into_iter()
+        .filter(|r| r.op == "GetObject")
+        .collect();
+    assert_eq!(gets.len(), 40, "{gets:?}");
+    let lean = gets.iter().filter(|r| !r.sdk).count();
+    // At most the first few (those in flight before the first answer) go by the SDK.
+    assert!(lean >= 40 - 4, "{lean} of 40 GETs were lean: {gets:?}");
+    assert_lines(&output(&plain).await.1, &want);
+}
+
+/// A lean GET that fails (here refused) costs one request: the object comes through the
+/// SDK and so do all later ones; the day's output is whole.
+#[tokio::test]
+async fn a_failed_lean_get_falls_back_to_the_sdk() {
+    let (server, seen) = S3::recording(None, true);
+    let plain = server.client();
+    create_bucket(&plain, SRC).await;
+    create_bucket(&plain, DST).await;
+    let files = generated("AWSLogs/", "111111111111", "eu-west-1", 20, 2);
+    let want = put_files(&plain, &files).await;
+    seen.lock().unwrap().clear();
+
+    let mut cfg = config(64 << 20);
+    cfg.max_concurrent_gets = 1;
+    let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), &cfg);
+    let summary = aggregate_day(&s3, &cfg, day(), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(summary.manifest.source_files, 20);
+    let gets: Vec<Request> = std::mem::take(&mut *seen.lock().unwrap())
+        .into_iter()
+        .filter(|r| r.op == "GetObject")
+        .collect();
+    assert_eq!(gets.iter().filter(|r| !r.sdk).count(), 1, "{gets:?}");
+    assert_eq!(gets.iter().filter(|r| r.sdk).count(), 20, "{gets:?}");
+    assert_lines(&output(&plain).await.1, &want);
 }

@@ -52,17 +52,19 @@ impl S3 {
         }
     }
 
-    /// A server over a new temporary folder that records, for every request, the
-    /// operation and its `x-amz-expected-bucket-owner` header, and refuses (as S3 does,
-    /// AccessDenied) a request whose header names another owner than `owner`.
-    pub fn with_owner_check(owner: &str) -> (S3, Seen) {
+    /// A server over a new temporary folder that records every request it is sent
+    /// (see [`Seen`]) and refuses, with AccessDenied as S3 does, a request whose
+    /// `x-amz-expected-bucket-owner` header names another owner than `owner` or, with
+    /// `refuse_lean`, any GetObject the SDK did not send.
+    pub fn recording(owner: Option<&str>, refuse_lean: bool) -> (S3, Seen) {
         let dir = tempfile::tempdir().expect("tempdir");
         let fs = s3s_fs::FileSystem::new(dir.path()).expect("s3s-fs");
         let seen: Seen = Arc::new(Mutex::new(Vec::new()));
         let mut b = S3ServiceBuilder::new(fs);
         b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-        b.set_access(OwnerCheck {
-            owner: owner.to_string(),
+        b.set_access(Recorder {
+            owner: owner.map(str::to_string),
+            refuse_lean,
             seen: seen.clone(),
         });
         let s3 = S3 {
@@ -126,34 +128,55 @@ impl S3 {
     }
 }
 
-/// The (operation, expected-owner header) of each request an owner-checking server saw.
-pub type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+/// A request a recording server was sent (after its signature was verified).
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The S3 operation, e.g. `GetObject`.
+    pub op: String,
+    /// Its `x-amz-expected-bucket-owner` header.
+    pub owner: Option<String>,
+    /// Whether the SDK sent it (it carries `amz-sdk-invocation-id`); the aggregator's
+    /// lean GETs do not.
+    pub sdk: bool,
+}
 
-struct OwnerCheck {
-    owner: String,
+pub type Seen = Arc<Mutex<Vec<Request>>>;
+
+struct Recorder {
+    owner: Option<String>,
+    refuse_lean: bool,
     seen: Seen,
 }
 
 #[async_trait::async_trait]
-impl s3s::access::S3Access for OwnerCheck {
+impl s3s::access::S3Access for Recorder {
     async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
-        let header = cx
-            .headers()
-            .get("x-amz-expected-bucket-owner")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        self.seen
-            .lock()
-            .unwrap()
-            .push((cx.s3_op().name().to_string(), header.clone()));
-        match header {
-            Some(h) if h != self.owner => Err(s3s::s3_error!(
-                AccessDenied,
-                "the bucket owner is not {}",
-                h
-            )),
-            _ => Ok(()),
+        let header = |name: &str| {
+            cx.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let request = Request {
+            op: cx.s3_op().name().to_string(),
+            owner: header("x-amz-expected-bucket-owner"),
+            sdk: header("amz-sdk-invocation-id").is_some(),
+        };
+        self.seen.lock().unwrap().push(request.clone());
+        match (&self.owner, &request.owner) {
+            (Some(want), Some(h)) if h != want => {
+                return Err(s3s::s3_error!(
+                    AccessDenied,
+                    "the bucket owner is not {}",
+                    h
+                ))
+            }
+            _ => {}
         }
+        if self.refuse_lean && request.op == "GetObject" && !request.sdk {
+            return Err(s3s::s3_error!(AccessDenied, "refused by the test"));
+        }
+        Ok(())
     }
 }
 

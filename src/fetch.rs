@@ -1,0 +1,359 @@
+//! GETs of the day's source objects.
+//!
+//! A day is up to ~100,000 GetObject calls for files of a few KB. Through the SDK,
+//! each call costs about 0.1 ms of CPU in its orchestration — interceptors, endpoint
+//! rules, configuration layers, response deserialisation, signing — as much as
+//! gunzipping the file it fetches. So the SDK sends the first GET of a run and, on the
+//! way, the [`Learn`] interceptor notes what it resolved for the bucket: the endpoint,
+//! the SigV4 signing scope, the `x-amz-expected-bucket-owner` header and the HTTP
+//! connector (the SDK's own, with its connection pool, TLS and timeouts). The later
+//! GETs are that same request — `GET {endpoint}/{key}`, signed with aws-sigv4 using
+//! the client's credentials — sent straight on that connector.
+//!
+//! Anything other than a `200 OK` on that lean path (an error status, a connection
+//! error, a timeout) sends the object back through the SDK, with its retries and its
+//! typed error naming `s3://bucket/key`, and turns the lean path off for the rest of
+//! the run. So the lean path can make a run faster but never changes what it reads or
+//! how a failure is reported. Objects that are streamed (see
+//! [`crate::pipeline::STREAM_THRESHOLD`]) always go through the SDK.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    ConfigBag, Credentials, HttpClient, Intercept, ResolveCachedIdentity, RuntimeComponents,
+};
+use aws_sdk_s3::error::BoxError;
+use aws_sdk_s3::primitives::{ByteStream, SdkBody};
+use aws_sdk_s3::Client;
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
+};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::auth::AuthSchemeId;
+use aws_smithy_runtime_api::client::http::{
+    HttpConnector, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::identity::{Identity, SharedIdentityResolver};
+use aws_smithy_runtime_api::client::runtime_components::GetIdentityResolver;
+use aws_smithy_runtime_api::http::Request as HttpRequest;
+use aws_smithy_types::endpoint::Endpoint;
+use bytes::Bytes;
+use tracing::info;
+
+use crate::error::Error;
+
+/// The longest a lean GET may take before the object is fetched through the SDK.
+const LEAN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The header CloudTrail buckets are commonly protected with (see `aws.rs`).
+const OWNER_HEADER: &str = "x-amz-expected-bucket-owner";
+
+/// What the SDK resolved for GETs of the source bucket.
+#[derive(Clone, Debug)]
+struct Lean {
+    /// The endpoint URL for the bucket, without a trailing `/`: the object URL is
+    /// this, `/` and the key.
+    base: String,
+    region: String,
+    service: String,
+    access_key_id: String,
+    owner: Option<String>,
+    connector: SharedHttpConnector,
+    /// The SDK's runtime components, for its identity cache and resolver.
+    components: RuntimeComponents,
+    identity: SharedIdentityResolver,
+}
+
+type Slot = Arc<Mutex<Option<Lean>>>;
+
+/// Notes, from the first GET the SDK sends, what a lean GET needs.
+#[derive(Debug)]
+struct Learn(Slot);
+
+impl Intercept for Learn {
+    fn name(&self) -> &'static str {
+        "LearnLeanGet"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.0.lock().expect("not poisoned").is_some() {
+            return Ok(());
+        }
+        if let Some(lean) = learn(context, components, cfg) {
+            *self.0.lock().expect("not poisoned") = Some(lean);
+        }
+        Ok(())
+    }
+}
+
+/// The lean GET's parts, or `None` when this request is not one it can repeat (not
+/// plain SigV4 with headers, an endpoint with headers of its own, no HTTP client).
+fn learn(
+    context: &BeforeTransmitInterceptorContextRef<'_>,
+    components: &RuntimeComponents,
+    cfg: &ConfigBag,
+) -> Option<Lean> {
+    let request = context.request();
+    let endpoint = cfg.load::<Endpoint>()?;
+    if endpoint.headers().next().is_some() {
+        return None;
+    }
+    let base = endpoint.url().trim_end_matches('/').to_string();
+    if !request.uri().starts_with(&format!("{base}/")) {
+        return None;
+    }
+    let scope = parse_authorization(request.headers().get("authorization")?)?;
+    let timeouts = cfg.load::<TimeoutConfig>()?;
+    let mut settings = HttpConnectorSettings::builder();
+    settings.set_connect_timeout(timeouts.connect_timeout());
+    settings.set_read_timeout(timeouts.read_timeout());
+    let connector = components
+        .http_client()?
+        .http_connector(&settings.build(), components);
+    let identity = components.identity_resolver(AuthSchemeId::new("sigv4"))?;
+    Some(Lean {
+        base,
+        region: scope.region,
+        service: scope.service,
+        access_key_id: scope.access_key_id,
+        owner: request.headers().get(OWNER_HEADER).map(str::to_string),
+        connector,
+        components: components.clone(),
+        identity,
+    })
+}
+
+/// The credential scope of a SigV4 `Authorization` header.
+#[derive(Debug, PartialEq, Eq)]
+struct Scope {
+    access_key_id: String,
+    region: String,
+    service: String,
+}
+
+/// Parses `AWS4-HMAC-SHA256 Credential=AKID/20240212/us-east-1/s3/aws4_request, …`;
+/// `None` for any other scheme (SigV4a, S3 Express sessions, anonymous).
+fn parse_authorization(header: &str) -> Option<Scope> {
+    let rest = header.strip_prefix("AWS4-HMAC-SHA256 Credential=")?;
+    let credential = rest.split(',').next()?.trim();
+    let parts: Vec<&str> = credential.split('/').collect();
+    match parts.as_slice() {
+        [akid, _date, region, service, "aws4_request"] if !akid.is_empty() => Some(Scope {
+            access_key_id: akid.to_string(),
+            region: region.to_string(),
+            service: service.to_string(),
+        }),
+        _ => None,
+    }
+}
+
+/// A key as the path of an S3 URL, encoded exactly as the SDK encodes it.
+fn encode_key(key: &str) -> String {
+    aws_smithy_http::label::fmt_string(key, aws_smithy_http::label::EncodingStrategy::Greedy)
+}
+
+/// Why a lean GET did not return the object (it is then fetched through the SDK).
+#[derive(Debug)]
+struct LeanFailed(String);
+
+/// GETs the objects of one bucket: the SDK for the first, the lean path after.
+pub struct Getter {
+    sdk: Client,
+    bucket: String,
+    lean: Slot,
+    off: AtomicBool,
+    lean_gets: AtomicU64,
+}
+
+impl Getter {
+    /// A getter for `bucket` through `s3`'s configuration (and connection pool).
+    pub fn new(s3: &Client, bucket: &str) -> Getter {
+        let lean: Slot = Arc::default();
+        let conf = s3.config().to_builder().interceptor(Learn(lean.clone()));
+        Getter {
+            sdk: Client::from_conf(conf.build()),
+            bucket: bucket.to_string(),
+            lean,
+            off: AtomicBool::new(false),
+            lean_gets: AtomicU64::new(0),
+        }
+    }
+
+    /// How many objects came by the lean path so far.
+    pub fn lean_gets(&self) -> u64 {
+        self.lean_gets.load(Ordering::Relaxed)
+    }
+
+    /// The whole body of `key`.
+    pub async fn get(&self, key: &str) -> Result<Bytes, Error> {
+        let learnt = if self.off.load(Ordering::Relaxed) {
+            None
+        } else {
+            self.lean.lock().expect("not poisoned").clone()
+        };
+        if let Some(lean) = learnt {
+            match tokio::time::timeout(LEAN_TIMEOUT, self.lean_get(&lean, key)).await {
+                Ok(Ok(bytes)) => {
+                    self.lean_gets.fetch_add(1, Ordering::Relaxed);
+                    return Ok(bytes);
+                }
+                Ok(Err(LeanFailed(why))) => self.turn_off(key, &why),
+                Err(_) => self.turn_off(key, "timed out"),
+            }
+        }
+        self.sdk
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| Error::s3("GetObject", &self.bucket, key, e))?
+            .body
+            .collect()
+            .await
+            .map(|b| b.into_bytes())
+            .map_err(|e| Error::s3("GetObject (reading the body)", &self.bucket, key, e))
+    }
+
+    /// The body of `key` as a stream, through the SDK.
+    pub async fn stream(&self, key: &str) -> Result<ByteStream, Error> {
+        let out = self
+            .sdk
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| Error::s3("GetObject", &self.bucket, key, e))?;
+        Ok(out.body)
+    }
+
+    fn turn_off(&self, key: &str, why: &str) {
+        if !self.off.swap(true, Ordering::Relaxed) {
+            info!(
+                key = %format!("s3://{}/{}", self.bucket, key),
+                reason = why,
+                "lean GET failed; this and later objects go through the SDK"
+            );
+        }
+    }
+
+    /// The identity the SDK signs with, from its identity cache.
+    async fn identity(&self, lean: &Lean) -> Result<Identity, LeanFailed> {
+        lean.components
+            .identity_cache()
+            .resolve_cached_identity(lean.identity.clone(), &lean.components, &ConfigBag::base())
+            .await
+            .map_err(|e| LeanFailed(format!("credentials: {e}")))
+    }
+
+    async fn lean_get(&self, lean: &Lean, key: &str) -> Result<Bytes, LeanFailed> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| LeanFailed(format!("{what}: {e}"));
+        let identity = self.identity(lean).await?;
+        let same = identity
+            .data::<Credentials>()
+            .is_some_and(|c| c.access_key_id() == lean.access_key_id);
+        if !same {
+            return Err(LeanFailed(
+                "the SDK signs with other credentials than the client's provider gives".into(),
+            ));
+        }
+        let uri = format!("{}/{}", lean.base, encode_key(key));
+        let mut settings = SigningSettings::default();
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&lean.region)
+            .name(&lean.service)
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .map_err(|e| failed("signing parameters", &e))?
+            .into();
+        let owner = lean.owner.as_deref().map(|o| (OWNER_HEADER, o));
+        let signable = SignableRequest::new(
+            "GET",
+            uri.as_str(),
+            owner.into_iter(),
+            SignableBody::Bytes(&[]),
+        )
+        .map_err(|e| failed("signing", &e))?;
+        let (instructions, _signature) = sign(signable, &params)
+            .map_err(|e| failed("signing", &e))?
+            .into_parts();
+        let (signed_headers, _query) = instructions.into_parts();
+
+        let mut request = HttpRequest::new(SdkBody::empty());
+        request
+            .set_uri(uri.as_str())
+            .map_err(|e| failed("URL", &e))?;
+        let headers = request.headers_mut();
+        for header in signed_headers {
+            headers.insert(header.name(), header.value().to_string());
+        }
+        if let Some((name, value)) = owner {
+            headers.insert(name, value.to_string());
+        }
+        let response = lean
+            .connector
+            .call(request)
+            .await
+            .map_err(|e| failed("request", &aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(LeanFailed(format!("HTTP status {status}")));
+        }
+        ByteStream::new(response.into_body())
+            .collect()
+            .await
+            .map(|b| b.into_bytes())
+            .map_err(|e| failed("reading the body", &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorization_scope() {
+        let h = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240212/eu-west-1/s3/aws4_request, \
+                 SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=abc";
+        assert_eq!(
+            parse_authorization(h),
+            Some(Scope {
+                access_key_id: "AKIDEXAMPLE".into(),
+                region: "eu-west-1".into(),
+                service: "s3".into(),
+            })
+        );
+        assert_eq!(
+            parse_authorization("AWS4-ECDSA-P256-SHA256 Credential=AKID/20240212/s3/aws4_request"),
+            None
+        );
+        assert_eq!(
+            parse_authorization("AWS4-HMAC-SHA256 Credential=AKID/20240212/us-east-1/s3"),
+            None
+        );
+    }
+
+    #[test]
+    fn keys_are_encoded_like_the_sdk() {
+        assert_eq!(
+            encode_key("AWSLogs/o-abc/111122223333/CloudTrail/us-east-1/2024/02/12/x_1.json.gz"),
+            "AWSLogs/o-abc/111122223333/CloudTrail/us-east-1/2024/02/12/x_1.json.gz"
+        );
+        assert_eq!(encode_key("a b/c:d,é"), "a%20b/c%3Ad%2C%C3%A9");
+    }
+}
