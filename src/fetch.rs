@@ -19,7 +19,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
@@ -29,11 +29,6 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::BoxError;
 use aws_sdk_s3::primitives::{ByteStream, SdkBody};
 use aws_sdk_s3::Client;
-use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode,
-};
-use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::auth::AuthSchemeId;
 use aws_smithy_runtime_api::client::http::{
     HttpConnector, HttpConnectorSettings, SharedHttpConnector,
@@ -46,6 +41,7 @@ use bytes::Bytes;
 use tracing::info;
 
 use crate::error::Error;
+use crate::sigv4::{Keys, Signer};
 
 /// The longest a lean GET may take before the object is fetched through the SDK.
 const LEAN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,13 +49,16 @@ const LEAN_TIMEOUT: Duration = Duration::from_secs(30);
 const OWNER_HEADER: &str = "x-amz-expected-bucket-owner";
 
 /// What the SDK resolved for GETs of the source bucket.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Lean {
-    /// The endpoint URL for the bucket, without a trailing `/`: the object URL is
-    /// this, `/` and the key.
-    base: String,
-    region: String,
-    service: String,
+    /// `scheme://authority` of the bucket's endpoint.
+    origin: String,
+    /// The authority, sent and signed as `host`.
+    host: String,
+    /// The endpoint's path (`/bucket` when path-style, else empty): an object's path
+    /// is this, `/` and the encoded key.
+    base_path: String,
+    signer: Mutex<Signer>,
     access_key_id: String,
     owner: Option<String>,
     connector: SharedHttpConnector,
@@ -68,7 +67,7 @@ struct Lean {
     identity: SharedIdentityResolver,
 }
 
-type Slot = Arc<Mutex<Option<Lean>>>;
+type Slot = Arc<Mutex<Option<Arc<Lean>>>>;
 
 /// Notes, from the first GET the SDK sends, what a lean GET needs.
 #[derive(Debug)]
@@ -89,7 +88,7 @@ impl Intercept for Learn {
             return Ok(());
         }
         if let Some(lean) = learn(context, components, cfg) {
-            *self.0.lock().expect("not poisoned") = Some(lean);
+            *self.0.lock().expect("not poisoned") = Some(Arc::new(lean));
         }
         Ok(())
     }
@@ -107,10 +106,15 @@ fn learn(
     if endpoint.headers().next().is_some() {
         return None;
     }
-    let base = endpoint.url().trim_end_matches('/').to_string();
+    let base = endpoint.url().trim_end_matches('/');
     if !request.uri().starts_with(&format!("{base}/")) {
         return None;
     }
+    let (scheme, rest) = base.split_once("://")?;
+    let (host, base_path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
     let scope = parse_authorization(request.headers().get("authorization")?)?;
     let timeouts = cfg.load::<TimeoutConfig>()?;
     let mut settings = HttpConnectorSettings::builder();
@@ -121,9 +125,10 @@ fn learn(
         .http_connector(&settings.build(), components);
     let identity = components.identity_resolver(AuthSchemeId::new("sigv4"))?;
     Some(Lean {
-        base,
-        region: scope.region,
-        service: scope.service,
+        origin: format!("{scheme}://{host}"),
+        host: host.to_string(),
+        base_path: base_path.to_string(),
+        signer: Mutex::new(Signer::new(&scope.region, &scope.service)),
         access_key_id: scope.access_key_id,
         owner: request.headers().get(OWNER_HEADER).map(str::to_string),
         connector,
@@ -259,51 +264,33 @@ impl Getter {
     async fn lean_get(&self, lean: &Lean, key: &str) -> Result<Bytes, LeanFailed> {
         let failed = |what: &str, e: &dyn std::fmt::Display| LeanFailed(format!("{what}: {e}"));
         let identity = self.identity(lean).await?;
-        let same = identity
+        let credentials = identity
             .data::<Credentials>()
-            .is_some_and(|c| c.access_key_id() == lean.access_key_id);
-        if !same {
-            return Err(LeanFailed(
-                "the SDK signs with other credentials than the client's provider gives".into(),
-            ));
-        }
-        let uri = format!("{}/{}", lean.base, encode_key(key));
-        let mut settings = SigningSettings::default();
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&lean.region)
-            .name(&lean.service)
-            .time(SystemTime::now())
-            .settings(settings)
-            .build()
-            .map_err(|e| failed("signing parameters", &e))?
-            .into();
-        let owner = lean.owner.as_deref().map(|o| (OWNER_HEADER, o));
-        let signable = SignableRequest::new(
-            "GET",
-            uri.as_str(),
-            owner.into_iter(),
-            SignableBody::Bytes(&[]),
-        )
-        .map_err(|e| failed("signing", &e))?;
-        let (instructions, _signature) = sign(signable, &params)
-            .map_err(|e| failed("signing", &e))?
-            .into_parts();
-        let (signed_headers, _query) = instructions.into_parts();
-
+            .filter(|c| c.access_key_id() == lean.access_key_id)
+            .ok_or_else(|| {
+                LeanFailed("the SDK signed with other credentials than its cache gives".into())
+            })?;
+        let path = format!("{}/{}", lean.base_path, encode_key(key));
+        let amz_date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+        let keys = Keys {
+            access_key_id: credentials.access_key_id(),
+            secret_access_key: credentials.secret_access_key(),
+            session_token: credentials.session_token(),
+        };
+        let signed = lean.signer.lock().expect("not poisoned").sign_get(
+            keys,
+            &lean.host,
+            &path,
+            lean.owner.as_deref(),
+            &amz_date,
+        );
         let mut request = HttpRequest::new(SdkBody::empty());
         request
-            .set_uri(uri.as_str())
+            .set_uri(format!("{}{path}", lean.origin))
             .map_err(|e| failed("URL", &e))?;
         let headers = request.headers_mut();
-        for header in signed_headers {
-            headers.insert(header.name(), header.value().to_string());
-        }
-        if let Some((name, value)) = owner {
-            headers.insert(name, value.to_string());
+        for (name, value) in signed {
+            headers.insert(name, value);
         }
         let response = lean
             .connector

@@ -12,7 +12,7 @@
 //! - [`pipeline`]: wires the stages for one day with bounded concurrency;
 //! - [`handler`]: an `SqsEvent` → per-message days → `SqsBatchResponse`.
 //!
-//! Around them: [`config`] (environment, validated once), [`error`] (typed errors
+//! Around them: [`sigv4`] (request signing for the lean GETs), [`config`] (environment, validated once), [`error`] (typed errors
 //! naming what failed), [`telemetry`] (tracing set-up), [`metrics`] (per-day EMF
 //! lines), [`aws`] (the S3 and SQS clients) and [`backfill`] (one message per day on
 //! the trigger queue).
@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod process;
 pub mod records;
+pub mod sigv4;
 pub mod telemetry;
 pub mod trigger;
 pub mod writer;
