@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
@@ -48,7 +48,7 @@ pub const FETCH_BUDGET: u64 = 48 * 1024 * 1024;
 pub const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
 /// Size of the blocks of NDJSON lines passed from the scanner to the compressor.
 const LINES_BLOCK: usize = 1024 * 1024;
-/// Fetched files waiting for the scanner, beyond those in flight.
+/// Batches of fetched files waiting for the scanner, beyond those in flight.
 const FILE_QUEUE: usize = 4;
 /// Blocks of lines waiting for the compressor.
 const LINES_QUEUE: usize = 4;
@@ -135,7 +135,7 @@ struct ReadStats {
 /// lines. Stops quietly when the next stage has gone (it reports its own error).
 fn scan_files(
     cfg: &Config,
-    mut files: mpsc::Receiver<Fetched>,
+    mut files: mpsc::Receiver<Vec<Fetched>>,
     lines_tx: mpsc::Sender<Lines>,
     files_done: &AtomicU64,
 ) -> Result<ReadStats, Error> {
@@ -148,7 +148,7 @@ fn scan_files(
     };
     // Read buffers passed from one file's reader to the next.
     let mut bufs = records::Buffers::default();
-    while let Some(file) = files.blocking_recv() {
+    for file in std::iter::from_fn(|| files.blocking_recv()).flatten() {
         let records_before = stats.records;
         let (more, read) = match file.body {
             Body::Whole(ref bytes) => {
@@ -385,7 +385,7 @@ pub async fn aggregate_day(
     let manifest_key = writer::manifest_key(&cfg.dst_prefix, day);
     writer::delete(s3, &cfg.dst_bucket, &manifest_key).await?;
 
-    let (file_tx, file_rx) = mpsc::channel::<Fetched>(FILE_QUEUE);
+    let (file_tx, file_rx) = mpsc::channel::<Vec<Fetched>>(FILE_QUEUE);
     let (lines_tx, lines_rx) = mpsc::channel::<Lines>(LINES_QUEUE);
     let (piece_tx, piece_rx) = mpsc::channel::<Piece>(PIECE_QUEUE);
     let budget = Arc::new(Semaphore::new((FETCH_BUDGET / 1024) as usize));
@@ -407,11 +407,15 @@ pub async fn aggregate_day(
                 }
             })
             .map(|(o, permit)| fetch(&getter, o, permit))
-            .buffered(cfg.max_concurrent_gets);
+            .buffered(cfg.max_concurrent_gets)
+            // The files ready at once go to the scanner together: one wake-up of its
+            // thread instead of one per file.
+            .ready_chunks(cfg.max_concurrent_gets);
         let mut stream = std::pin::pin!(stream);
-        while let Some(file) = stream.try_next().await? {
+        while let Some(batch) = stream.next().await {
+            let batch = batch.into_iter().collect::<Result<Vec<_>, _>>()?;
             check_deadline()?;
-            if file_tx.send(file).await.is_err() {
+            if file_tx.send(batch).await.is_err() {
                 break; // the scanner stopped and reports why
             }
         }
