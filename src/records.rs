@@ -19,8 +19,11 @@
 use std::fmt;
 use std::io::{self, BufRead, Read};
 
-use flate2::bufread::MultiGzDecoder;
+use flate2::Decompress;
 use serde::de::IgnoredAny;
+
+mod gunzip;
+use gunzip::Gunzip;
 
 /// Size of the read buffers in front of and behind the gzip decoder.
 const BUF_SIZE: usize = 128 * 1024;
@@ -64,7 +67,7 @@ pub struct Decoded<R: Read> {
 }
 
 enum DecodedInner<R: Read> {
-    Gzip(Box<MultiGzDecoder<Reuse<Peeked<R>>>>),
+    Gzip(Box<Gunzip<Reuse<Peeked<R>>>>),
     Plain(Peeked<R>),
 }
 
@@ -92,11 +95,15 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
 /// Wraps a source in a (multi-member) gzip decoder when its first two bytes are the
 /// gzip magic; otherwise passes it through as plain bytes.
 pub fn decode<R: Read>(source: R) -> io::Result<Decoded<R>> {
-    decode_with(source, Vec::new())
+    decode_with(source, Vec::new(), None)
 }
 
-/// [`decode`], with a buffer to reuse for the compressed input.
-fn decode_with<R: Read>(mut source: R, input_buf: Vec<u8>) -> io::Result<Decoded<R>> {
+/// [`decode`], with a buffer to reuse for the compressed input and an inflate state.
+fn decode_with<R: Read>(
+    mut source: R,
+    input_buf: Vec<u8>,
+    inflate: Option<Decompress>,
+) -> io::Result<Decoded<R>> {
     let mut head = [0u8; 2];
     let mut n = 0;
     while n < head.len() {
@@ -110,7 +117,10 @@ fn decode_with<R: Read>(mut source: R, input_buf: Vec<u8>) -> io::Result<Decoded
     let gzip = is_gzip(&head[..n]);
     let peeked = io::Cursor::new(head).take(n as u64).chain(source);
     let inner = if gzip {
-        DecodedInner::Gzip(Box::new(MultiGzDecoder::new(Reuse::new(peeked, input_buf))))
+        DecodedInner::Gzip(Box::new(Gunzip::new(
+            Reuse::new(peeked, input_buf),
+            inflate,
+        )))
     } else {
         DecodedInner::Plain(peeked)
     };
@@ -136,17 +146,18 @@ pub fn open<R: Read>(source: R) -> io::Result<RecordReader<Decoded<R>>> {
 
 /// [`open`], reusing the buffers of an earlier reader.
 pub fn open_with<R: Read>(source: R, bufs: Buffers) -> io::Result<RecordReader<Decoded<R>>> {
-    let decoded = decode_with(source, bufs.input)?;
+    let decoded = decode_with(source, bufs.input, bufs.inflate)?;
     Ok(RecordReader::new(decoded, bufs.decoded, bufs.record))
 }
 
-/// The buffers of a record reader, to hand to the next one: reading many small files
-/// then costs no allocation per file for them.
+/// The buffers of a record reader and its inflate state, to hand to the next one:
+/// reading many small files then costs no allocation per file for them.
 #[derive(Debug, Default)]
 pub struct Buffers {
     input: Vec<u8>,
     decoded: Vec<u8>,
     record: Vec<u8>,
+    inflate: Option<Decompress>,
 }
 
 /// A buffered reader whose buffer is handed in and can be taken back.
@@ -264,14 +275,18 @@ impl<R: Read> RecordReader<Decoded<R>> {
     /// Gives back the buffers for the next file's reader.
     pub fn into_buffers(self) -> Buffers {
         let (decoded, buf) = self.reader.into_parts();
-        let input = match decoded.inner {
-            DecodedInner::Gzip(d) => d.into_inner().into_parts().1,
-            DecodedInner::Plain(_) => Vec::new(),
+        let (input, inflate) = match decoded.inner {
+            DecodedInner::Gzip(d) => {
+                let (input, inflate) = d.into_parts();
+                (input.into_parts().1, Some(inflate))
+            }
+            DecodedInner::Plain(_) => (Vec::new(), None),
         };
         Buffers {
             input,
             decoded: buf,
             record: self.record,
+            inflate,
         }
     }
 }
