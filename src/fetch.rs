@@ -7,8 +7,9 @@
 //! way, the [`Learn`] interceptor notes what it resolved for the bucket: the endpoint,
 //! the SigV4 signing scope, the `x-amz-expected-bucket-owner` header and the HTTP
 //! connector (the SDK's own, with its connection pool, TLS and timeouts). The later
-//! GETs are that same request — `GET {endpoint}/{key}`, signed with aws-sigv4 using
-//! the client's credentials — sent straight on that connector.
+//! GETs are that same request — `GET {endpoint}/{key}`, signed by [`crate::sigv4`]
+//! with the credentials from the SDK's own identity cache — sent straight on that
+//! connector.
 //!
 //! Anything other than a `200 OK` on that lean path (an error status, a connection
 //! error, a timeout) sends the object back through the SDK, with its retries and its

@@ -420,6 +420,7 @@ pub async fn aggregate_day(
             }
         }
         drop(file_tx);
+        debug!(lean_gets = getter.lean_gets(), "all source objects fetched");
         Ok::<(), Error>(())
     };
 

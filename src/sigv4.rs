@@ -21,12 +21,21 @@ pub struct Keys<'a> {
 }
 
 /// A signer for one region and service, caching the signing key of the day.
-#[derive(Debug)]
 pub struct Signer {
     region: String,
     service: String,
     /// (date `YYYYMMDD`, secret key, signing key).
     key: Option<(String, String, [u8; 32])>,
+}
+
+/// Region and service only: the cached key and secret are never printed.
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("region", &self.region)
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Signer {
@@ -251,6 +260,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let mut s = Signer::new("us-east-1", "s3");
+        let keys = Keys {
+            access_key_id: "AKID",
+            secret_access_key: "very-secret",
+            session_token: None,
+        };
+        s.sign_get(keys, "h", "/k", None, "20240212T000509Z");
+        let shown = format!("{s:?}");
+        assert!(
+            shown.contains("us-east-1") && !shown.contains("very-secret"),
+            "{shown}"
+        );
     }
 
     #[test]
