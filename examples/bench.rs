@@ -16,7 +16,9 @@
 //! - `big`:   one delivery file of ~1 GB uncompressed.
 //!
 //! Options: `--shapes seed,org,big` (default `seed`), `--latency-ms 25`, `--runs 3`,
-//! `--data target/bench-data`. Internal modes: `gen`, `serve`, `agg`.
+//! `--data target/bench-data`, `--seed-algorithm` (also run, once each, the seed's
+//! algorithm sequentially and with 4 threads on the same data and server). Internal
+//! modes: `gen`, `serve`, `agg`, `seedalg`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -380,6 +382,90 @@ async fn agg() {
     println!("{hwm_kib} {}", serde_json::to_string(&s.manifest).unwrap());
 }
 
+/// The seed's algorithm, re-implemented here for comparison (the seed's Python is not in
+/// this repository): list every key under `AWSLogs/`, GET each file whole, gunzip and
+/// parse it to JSON values, keep every record of the day in memory, then write one gzip
+/// NDJSON object. `threads` GETs at a time: 1 is the seed's sequential Lambda, 4 its
+/// thread-pool variant. Prints the peak RSS (KiB) and the number of records written.
+async fn seed_algorithm(threads: usize) {
+    use futures::StreamExt;
+    let sdk = cloudtrail_aggregator::aws::sdk_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    let mut keys = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(SRC)
+        .prefix("AWSLogs/")
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for o in page.expect("list").contents() {
+            let k = o.key().unwrap_or_default();
+            if k.contains(&format!("/{DAY}/")) && k.ends_with(".json.gz") {
+                keys.push(k.to_string());
+            }
+        }
+    }
+    let files: Vec<Vec<serde_json::Value>> = futures::stream::iter(keys)
+        .map(|k| {
+            let s3 = s3.clone();
+            async move {
+                let body = s3
+                    .get_object()
+                    .bucket(SRC)
+                    .key(&k)
+                    .send()
+                    .await
+                    .expect("get")
+                    .body
+                    .collect()
+                    .await
+                    .expect("body")
+                    .into_bytes();
+                let mut text = Vec::new();
+                flate2::read::MultiGzDecoder::new(&body[..])
+                    .read_to_end(&mut text)
+                    .expect("gunzip");
+                match serde_json::from_slice::<serde_json::Value>(&text).expect("json") {
+                    serde_json::Value::Object(mut m) => match m.remove("Records") {
+                        Some(serde_json::Value::Array(a)) => a,
+                        _ => Vec::new(),
+                    },
+                    _ => Vec::new(),
+                }
+            }
+        })
+        .buffered(threads)
+        .collect()
+        .await;
+    let mut out = GzEncoder::new(Vec::new(), Compression::new(6));
+    let mut records = 0u64;
+    for r in files.iter().flatten() {
+        serde_json::to_writer(&mut out, r).unwrap();
+        out.write_all(b"\n").unwrap();
+        records += 1;
+    }
+    let body = out.finish().unwrap();
+    s3.put_object()
+        .bucket(DST)
+        .key(format!("seed-algorithm/{DAY}/000000.ndjson.gz"))
+        .body(body.into())
+        .send()
+        .await
+        .expect("put");
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    println!("{hwm_kib} {records}");
+}
+
 // ---------------------------------------------------------------- measurement
 
 struct Usage {
@@ -559,6 +645,15 @@ fn main() {
             rt.block_on(agg());
             return;
         }
+        Some("seedalg") => {
+            let threads = arg(&args, "--threads")
+                .map(|v| v.parse().unwrap())
+                .unwrap_or(1);
+            cloudtrail_aggregator::process::runtime()
+                .unwrap()
+                .block_on(seed_algorithm(threads));
+            return;
+        }
         Some("gen") => {
             let data =
                 PathBuf::from(arg(&args, "--data").unwrap_or_else(|| "target/bench-data".into()));
@@ -615,16 +710,8 @@ fn main() {
         let mut verdict = "ok".to_string();
         for _ in 0..runs {
             let before = server_stats(port);
-            let mut cmd = Command::new(&exe);
-            cmd.arg("agg")
-                .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-                .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-                .env("AWS_REGION", "us-east-1")
-                .env("AWS_EC2_METADATA_DISABLED", "true")
-                .env("SRC_BUCKET", SRC)
-                .env("DST_BUCKET", DST)
-                .env("LOG_LEVEL", "warn");
+            let mut cmd = child(&exe, port);
+            cmd.arg("agg");
             let (u, out) = run_measured(&mut cmd);
             if !out.status.success() {
                 eprintln!("{}", String::from_utf8_lossy(&out.stderr));
@@ -650,6 +737,42 @@ fn main() {
             cpus_s.push(u.cpu);
             rss.push(hwm_kib as f64 / 1024.0);
         }
+        // The seed's algorithm on the same data and server, once per variant.
+        let mut seed_rows = Vec::new();
+        if args.iter().any(|a| a == "--seed-algorithm") {
+            for threads in [1, 4] {
+                let mut cmd = child(&exe, port);
+                cmd.args(["seedalg", "--threads", &threads.to_string()]);
+                let (u, out) = run_measured(&mut cmd);
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                let v: Vec<u64> = text
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                let ok = if v.get(1) == Some(&meta.records) {
+                    "ok"
+                } else {
+                    "WRONG record count"
+                };
+                seed_rows.push(format!(
+                    "| {shape} | seed's algorithm, {} | {:.2} | {:.2} | {:.0} | {} | {ok} |",
+                    if threads == 1 {
+                        "sequential".to_string()
+                    } else {
+                        format!("{threads} threads")
+                    },
+                    u.wall,
+                    u.cpu,
+                    v.first().copied().unwrap_or(0) as f64 / 1024.0,
+                    v.get(1).copied().unwrap_or(0),
+                ));
+            }
+        }
         let _ = server.kill();
         let _ = server.wait();
         let (wall, cpu, peak) = (median(walls), median(cpus_s), median(rss));
@@ -669,8 +792,30 @@ fn main() {
             peak,
             requests[0], requests[1], requests[2], requests[3],
         );
+        if !seed_rows.is_empty() {
+            println!();
+            println!("| shape | variant (1 run each) | wall s | CPU s | peak RSS MiB | records | output |");
+            println!("|---|---|---|---|---|---|---|");
+            for row in &seed_rows {
+                println!("{row}");
+            }
+        }
         if verdict != "ok" {
             std::process::exit(1);
         }
     }
+}
+
+/// A child of this benchmark with the environment of the S3 server on `port`.
+fn child(exe: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("SRC_BUCKET", SRC)
+        .env("DST_BUCKET", DST)
+        .env("LOG_LEVEL", "warn");
+    cmd
 }
