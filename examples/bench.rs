@@ -371,15 +371,22 @@ async fn agg() {
             eprintln!("aggregation failed: {e}");
             std::process::exit(1)
         });
-    // Peak RSS of this process since exec (the driver's wait4 figure would include the
-    // memory of the forked driver before exec).
+    println!(
+        "{} {}",
+        own_peak_rss_kib(),
+        serde_json::to_string(&s.manifest).unwrap()
+    );
+}
+
+/// Peak RSS of this process since exec, in KiB (the driver's wait4 figure would include
+/// the memory of the forked driver before exec).
+fn own_peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let hwm_kib: u64 = status
+    status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    println!("{hwm_kib} {}", serde_json::to_string(&s.manifest).unwrap());
+        .unwrap_or(0)
 }
 
 /// The seed's algorithm, re-implemented here for comparison (the seed's Python is not in
@@ -457,13 +464,7 @@ async fn seed_algorithm(threads: usize) {
         .send()
         .await
         .expect("put");
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let hwm_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    println!("{hwm_kib} {records}");
+    println!("{} {records}", own_peak_rss_kib());
 }
 
 // ---------------------------------------------------------------- measurement
