@@ -216,14 +216,8 @@ impl Getter {
                 Err(_) => self.turn_off(key, "timed out"),
             }
         }
-        self.sdk
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| Error::s3("GetObject", &self.bucket, key, e))?
-            .body
+        self.stream(key)
+            .await?
             .collect()
             .await
             .map(|b| b.into_bytes())
