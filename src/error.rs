@@ -48,11 +48,13 @@ pub enum Error {
     },
 
     /// The run stopped before it could finish within the Lambda's deadline.
-    #[error("stopped before the deadline with {files_done} of {files_total} source files read for {day}; nothing was marked complete (no _manifest.json), a retry starts over")]
+    #[error("stopped before the deadline with {files_done} of {} source files read for {day}; nothing was marked complete (no _manifest.json), a retry starts over", listed_text(*files_listed, *listing_complete))]
     Deadline {
         day: String,
         files_done: u64,
-        files_total: u64,
+        /// Source files listed when it stopped: the day's total once `listing_complete`.
+        files_listed: u64,
+        listing_complete: bool,
     },
 
     /// A worker task ended abnormally (a panic in the aggregation).
@@ -74,5 +76,37 @@ impl Error {
             key: key.to_string(),
             detail: aws_sdk_s3::error::DisplayErrorContext(err).to_string(),
         }
+    }
+}
+
+/// "120", or "at least 120 (listing unfinished)" while the day's folders are still being
+/// listed (the listing runs a window ahead of the reads).
+fn listed_text(listed: u64, complete: bool) -> String {
+    if complete {
+        listed.to_string()
+    } else {
+        format!("at least {listed} (listing unfinished)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deadline error says how far the run got, and whether the total is known.
+    #[test]
+    fn deadline_says_how_far_it_got() {
+        let err = |listing_complete| Error::Deadline {
+            day: "2024-02-12".into(),
+            files_done: 40,
+            files_listed: 120,
+            listing_complete,
+        };
+        assert!(err(true).to_string().starts_with(
+            "stopped before the deadline with 40 of 120 source files read for 2024-02-12;"
+        ));
+        assert!(err(false).to_string().starts_with(
+            "stopped before the deadline with 40 of at least 120 (listing unfinished) source files read"
+        ));
     }
 }

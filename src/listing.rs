@@ -12,11 +12,12 @@
 //! 3. the objects directly in `ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/` (no other day).
 //!
 //! Every listing follows continuation tokens; listings of one level run concurrently,
-//! at most `max_concurrent` at once. The result is sorted by key, which fixes the
-//! order of records in the output.
+//! at most `max_concurrent` at once. Levels 1 and 2 are walked first ([`day_folders`]);
+//! level 3 is a stream ([`day_objects`]) consumed as the objects are fetched, in key
+//! order, which fixes the order of records in the output.
 
 use aws_sdk_s3::Client;
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use tracing::debug;
 
 use crate::error::Error;
@@ -133,23 +134,25 @@ async fn list_many(
         .await
 }
 
-/// What the walk found, for the log and for the "nothing found" warning.
+/// The day's folders (`…/CloudTrail/REGION/YYYY/MM/DD/`), found by the first two
+/// levels of the walk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Found {
+pub struct DayFolders {
+    /// Accounts found (for the log and the "nothing found" hint).
     pub accounts: usize,
-    pub regions: usize,
-    /// The objects of the day, sorted by key.
-    pub objects: Vec<SourceObject>,
+    /// One folder per account and region, sorted.
+    pub prefixes: Vec<String>,
 }
 
-/// Finds every source object of `day` under `src_prefix`.
-pub async fn list_day(
+/// Walks the accounts and regions under `src_prefix` to the folders of `day`. Their
+/// objects are listed by [`day_objects`], as they are needed.
+pub async fn day_folders(
     s3: &Client,
     bucket: &str,
     src_prefix: &str,
     day: Day,
     max_concurrent: usize,
-) -> Result<Found, Error> {
+) -> Result<DayFolders, Error> {
     let mut accounts = Vec::new();
     let mut orgs = Vec::new();
     // SRC_PREFIX may name one account's folder (`AWSLogs/123456789012/`) itself.
@@ -179,24 +182,39 @@ pub async fn list_day(
     accounts.sort();
     accounts.dedup();
     let trails: Vec<String> = accounts.iter().map(|a| format!("{a}CloudTrail/")).collect();
-    let mut days = Vec::new();
+    let mut prefixes = Vec::new();
     for (_, regions, _) in list_many(s3, bucket, trails, max_concurrent).await? {
         for region in regions {
-            days.push(format!("{region}{}", day.path()));
+            prefixes.push(format!("{region}{}", day.path()));
         }
     }
-    let regions = days.len();
-    let mut objects = Vec::new();
-    for (_, _, objs) in list_many(s3, bucket, days, max_concurrent).await? {
-        // A key ending in '/' is a console-made "folder" marker, not a log file.
-        objects.extend(objs.into_iter().filter(|o| !o.key.ends_with('/')));
-    }
-    objects.sort();
-    Ok(Found {
+    prefixes.sort();
+    Ok(DayFolders {
         accounts: accounts.len(),
-        regions,
-        objects,
+        prefixes,
     })
+}
+
+/// The objects of the day's folders, one folder's objects at a time, in key order:
+/// the folders are sorted and none is a prefix of another, so folder after folder,
+/// each sorted, is the order of all keys. At most `max_concurrent` folders are listed
+/// ahead of the one being consumed, so memory holds a window of the listing, never the
+/// whole day's (100,000 keys are ~13 MB).
+pub fn day_objects<'a>(
+    s3: &'a Client,
+    bucket: &'a str,
+    prefixes: Vec<String>,
+    max_concurrent: usize,
+) -> impl Stream<Item = Result<Vec<SourceObject>, Error>> + 'a {
+    futures::stream::iter(prefixes)
+        .map(move |p| async move {
+            let (_, mut objects) = list_level(s3, bucket, &p).await?;
+            // A key ending in '/' is a console-made "folder" marker, not a log file.
+            objects.retain(|o| !o.key.ends_with('/'));
+            objects.sort();
+            Ok(objects)
+        })
+        .buffered(max_concurrent.max(1))
 }
 
 #[cfg(test)]

@@ -19,14 +19,14 @@
 //! day; the manifest, which marks a day complete, is then absent.
 
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
@@ -54,6 +54,17 @@ const FILE_QUEUE: usize = 4;
 const LINES_QUEUE: usize = 4;
 /// Compressed pieces waiting for the uploader.
 const PIECE_QUEUE: usize = 1;
+
+/// How far a run got, shared by its stages (for a deadline error).
+#[derive(Debug, Default)]
+struct Progress {
+    /// Source objects listed so far.
+    listed: AtomicU64,
+    /// Whether every folder of the day has been listed.
+    listing_complete: AtomicBool,
+    /// Source files read to the end.
+    done: AtomicU64,
+}
 
 /// Options of one run that are not configuration.
 #[derive(Debug, Clone, Copy, Default)]
@@ -340,7 +351,7 @@ pub async fn aggregate_day(
     opts: RunOptions,
 ) -> Result<Summary, Error> {
     let started = Instant::now();
-    let found = listing::list_day(
+    let folders = listing::day_folders(
         s3,
         &cfg.src_bucket,
         &cfg.src_prefix,
@@ -348,33 +359,19 @@ pub async fn aggregate_day(
         cfg.max_concurrent_lists,
     )
     .await?;
-    let total = found.objects.len() as u64;
+    let (accounts, regions) = (folders.accounts, folders.prefixes.len());
     let source = format!("s3://{}/{}", cfg.src_bucket, cfg.src_prefix);
-    info!(
-        day = %day,
-        accounts = found.accounts,
-        regions = found.regions,
-        files = total,
-        source = %source,
-        "files found"
-    );
-    if total == 0 {
-        let hint = if found.accounts == 0 {
-            ": no account or organisation folders under the source prefix (is SRC_PREFIX the AWSLogs/ folder?)"
-        } else {
-            ""
-        };
-        warn!(day = %day, accounts = found.accounts, source = %source, "no CloudTrail files for this day{hint}");
-    }
+    info!(day = %day, accounts, regions, source = %source, "day folders found");
 
-    let files_done = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Progress::default());
     let check_deadline = {
-        let files_done = files_done.clone();
+        let progress = progress.clone();
         move || match opts.deadline {
             Some(d) if Instant::now() >= d => Err(Error::Deadline {
                 day: day.to_string(),
-                files_done: files_done.load(Ordering::Relaxed),
-                files_total: total,
+                files_done: progress.done.load(Ordering::Relaxed),
+                files_listed: progress.listed.load(Ordering::Relaxed),
+                listing_complete: progress.listing_complete.load(Ordering::Relaxed),
             }),
             _ => Ok(()),
         }
@@ -392,21 +389,46 @@ pub async fn aggregate_day(
     let getter = Getter::new(s3, &cfg.src_bucket);
 
     let fetcher = async {
+        // The day's objects in key order, listed a window of folders ahead; the end of
+        // the listing is noted for the log and for a deadline error.
+        let listing_end = futures::stream::once(async {
+            progress.listing_complete.store(true, Ordering::Relaxed);
+            info!(day = %day, files = progress.listed.load(Ordering::Relaxed), "files found");
+        })
+        .filter_map(|()| futures::future::ready(None));
+        let objects = listing::day_objects(
+            s3,
+            &cfg.src_bucket,
+            folders.prefixes,
+            cfg.max_concurrent_lists,
+        )
+        .map_ok(|objects| {
+            progress
+                .listed
+                .fetch_add(objects.len() as u64, Ordering::Relaxed);
+            futures::stream::iter(objects).map(Ok)
+        })
+        .try_flatten()
+        .chain(listing_end);
         // Budget permits are taken in key order (`then`) before a GET starts, so the
         // file the scanner waits for never waits behind later ones.
-        let stream = futures::stream::iter(found.objects)
-            .then(|o| {
+        let stream = objects
+            .then(|o: Result<SourceObject, Error>| {
                 let budget = budget.clone();
                 async move {
+                    let o = o?;
                     let kib = (o.size.min(STREAM_THRESHOLD) / 1024).max(1) as u32;
                     let permit = budget
                         .acquire_many_owned(kib)
                         .await
                         .expect("semaphore never closed");
-                    (o, permit)
+                    Ok::<_, Error>((o, permit))
                 }
             })
-            .map(|(o, permit)| fetch(&getter, o, permit))
+            .map(|r| async {
+                let (o, permit) = r?;
+                fetch(&getter, o, permit).await
+            })
             .buffered(cfg.max_concurrent_gets)
             // The files ready at once go to the scanner together: one wake-up of its
             // thread instead of one per file.
@@ -426,9 +448,10 @@ pub async fn aggregate_day(
 
     let scanner = {
         let cfg = cfg.clone();
-        let files_done = files_done.clone();
-        let handle =
-            tokio::task::spawn_blocking(move || scan_files(&cfg, file_rx, lines_tx, &files_done));
+        let progress = progress.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            scan_files(&cfg, file_rx, lines_tx, &progress.done)
+        });
         async move { joined("record scanner", handle.await) }
     };
     let compressor = {
@@ -440,6 +463,15 @@ pub async fn aggregate_day(
     let uploader = upload_chunks(s3, cfg, day, piece_rx, &check_deadline);
 
     let ((), stats, (), entries) = tokio::try_join!(fetcher, scanner, compressor, uploader)?;
+    let total = progress.listed.load(Ordering::Relaxed);
+    if total == 0 {
+        let hint = if accounts == 0 {
+            ": no account or organisation folders under the source prefix (is SRC_PREFIX the AWSLogs/ folder?)"
+        } else {
+            ""
+        };
+        warn!(day = %day, accounts, regions, source = %source, "no CloudTrail files for this day{hint}");
+    }
     if stats.files != total {
         // Only reachable if a stage stopped early without an error of its own.
         return Err(Error::Internal {

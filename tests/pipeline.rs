@@ -484,11 +484,23 @@ async fn deadline_stops_cleanly() {
     let err = aggregate_day(&s3, &config(64 << 20), day(), opts)
         .await
         .unwrap_err();
+    // It stops before the first read: the folders are known, their files not yet.
     assert!(
-        matches!(err, Error::Deadline { files_total: 3, .. }),
+        matches!(
+            err,
+            Error::Deadline {
+                files_done: 0,
+                listing_complete: false,
+                ..
+            }
+        ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("of 3 source files"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("with 0 of at least 0 (listing unfinished) source files read"),
+        "{err}"
+    );
     assert_eq!(
         get(&s3, DST, "cloudtrail-daily/2024/02/12/_manifest.json").await,
         None
@@ -648,5 +660,44 @@ async fn a_failed_lean_get_falls_back_to_the_sdk() {
         .collect();
     assert_eq!(gets.iter().filter(|r| !r.sdk).count(), 1, "{gets:?}");
     assert_eq!(gets.iter().filter(|r| r.sdk).count(), 20, "{gets:?}");
+    assert_lines(&output(&plain).await.1, &want);
+}
+
+/// The day's files are listed a window of folders ahead of the reads, not all before
+/// the first read: with one listing at a time, GETs start while folders are still
+/// being listed. Records still come out in key order across the folders.
+#[tokio::test]
+async fn listing_streams_ahead_of_the_reads() {
+    let (server, seen) = S3::recording(None, false);
+    let plain = server.client();
+    create_bucket(&plain, SRC).await;
+    create_bucket(&plain, DST).await;
+    let mut files = Vec::new();
+    for account in ["111111111111", "222222222222", "333333333333"] {
+        for region in ["eu-west-1", "us-east-1", "us-west-2"] {
+            files.extend(generated("AWSLogs/o-abc123def4/", account, region, 2, 2));
+        }
+    }
+    let want = put_files(&plain, &files).await;
+    seen.lock().unwrap().clear();
+
+    let mut cfg = config(64 << 20);
+    cfg.max_concurrent_lists = 1;
+    cfg.max_concurrent_gets = 1;
+    let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), &cfg);
+    let summary = aggregate_day(&s3, &cfg, day(), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(summary.manifest.source_files, 18);
+    let ops: Vec<String> = std::mem::take(&mut *seen.lock().unwrap())
+        .into_iter()
+        .map(|r| r.op)
+        .collect();
+    let first_get = ops.iter().position(|o| o == "GetObject").unwrap();
+    let last_list = ops.iter().rposition(|o| o == "ListObjectsV2").unwrap();
+    assert!(
+        first_get < last_list,
+        "every folder was listed before the first read: {ops:?}"
+    );
     assert_lines(&output(&plain).await.1, &want);
 }
