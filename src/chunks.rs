@@ -46,6 +46,12 @@ impl Lines {
         self.ends.len()
     }
 
+    /// Empties the block, keeping its buffers for reuse.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
@@ -72,7 +78,13 @@ pub struct ChunkInfo {
 /// pieces (each at least `part_size` except the last), then its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Piece {
-    Data { index: u32, bytes: Vec<u8> },
+    /// `last`: the chunk's final piece, followed by its `End`. A piece that is not the
+    /// last is a full part: the chunk goes up as a multipart upload, which can start.
+    Data {
+        index: u32,
+        bytes: Vec<u8>,
+        last: bool,
+    },
     End(ChunkInfo),
 }
 
@@ -123,8 +135,12 @@ impl ChunkBuilder {
         let mut off = 0;
         while i < ends.len() {
             let level = self.level;
+            let part_size = self.part_size;
             let b = self.current.get_or_insert_with(|| Building {
-                encoder: GzBuilder::new().mtime(0).write(Vec::new(), level),
+                // Room for a whole part (pages are only touched as they are written).
+                encoder: GzBuilder::new()
+                    .mtime(0)
+                    .write(Vec::with_capacity(part_size + PART_SLACK), level),
                 records: 0,
                 uncompressed: 0,
                 compressed: 0,
@@ -150,6 +166,7 @@ impl ChunkBuilder {
                 self.out.push_back(Piece::Data {
                     index: self.next_index,
                     bytes,
+                    last: false,
                 });
             }
             i = j;
@@ -176,7 +193,11 @@ impl ChunkBuilder {
             compressed_bytes: b.compressed + bytes.len() as u64,
         };
         if !bytes.is_empty() {
-            self.out.push_back(Piece::Data { index, bytes });
+            self.out.push_back(Piece::Data {
+                index,
+                bytes,
+                last: true,
+            });
         }
         self.out.push_back(Piece::End(info));
         Ok(())
@@ -220,10 +241,13 @@ mod tests {
     }
 
     fn collect(b: &mut ChunkBuilder, out: &mut Vec<Chunk>, data: &mut Vec<u8>) {
-        for p in b.pieces() {
+        let mut pieces = b.pieces().peekable();
+        while let Some(p) = pieces.next() {
             match p {
-                Piece::Data { index, bytes } => {
+                Piece::Data { index, bytes, last } => {
                     assert_eq!(index as usize, out.len(), "pieces come in chunk order");
+                    let ends = matches!(pieces.peek(), Some(Piece::End(_)));
+                    assert_eq!(last, ends, "`last` marks the piece before the End");
                     data.extend(bytes);
                 }
                 Piece::End(info) => {

@@ -4,8 +4,9 @@
 //! listing ─▶ GETs: ≤ max_concurrent_gets in flight, ≤ FETCH_BUDGET bytes held, key order
 //!         ─▶ [thread 1] gunzip + record scan → blocks of NDJSON lines
 //!         ─▶ [thread 2] gzip into chunks, handed out in UPLOAD_PART_BYTES pieces
-//!         ─▶ uploads: PutObject, or a multipart upload for a chunk of several pieces,
-//!            overlapping the building of the next piece
+//!         ─▶ uploads: PutObject, or a multipart upload started with a chunk's first full
+//!            part; one part held at a time, a chunk's last piece uploaded while the
+//!            next chunk is built
 //!         ─▶ stale-chunk cleanup ─▶ _manifest.json
 //! ```
 //!
@@ -42,12 +43,15 @@ use crate::writer::{self, ChunkEntry, Manifest};
 /// Objects larger than this are streamed rather than fetched whole.
 pub const STREAM_THRESHOLD: u64 = 4 * 1024 * 1024;
 /// Bytes of fetched-but-unread source objects held at once (streamed objects count
-/// as `STREAM_THRESHOLD`).
-pub const FETCH_BUDGET: u64 = 48 * 1024 * 1024;
-/// Size of the multipart upload parts of a chunk (S3's minimum is 5 MiB).
-pub const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
-/// Size of the blocks of NDJSON lines passed from the scanner to the compressor.
-const LINES_BLOCK: usize = 1024 * 1024;
+/// as `STREAM_THRESHOLD`). 16 MiB in flight at ~25 ms per GET is ~600 MB/s of fetching,
+/// well beyond what the scanner reads.
+pub const FETCH_BUDGET: u64 = 16 * 1024 * 1024;
+/// Size of the multipart upload parts of a chunk: S3's minimum, 5 MiB, as a part is
+/// held in memory while it fills and while it is uploaded.
+pub const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;
+/// Size of the blocks of NDJSON lines passed from the scanner to the compressor (and
+/// handed back empty for reuse).
+const LINES_BLOCK: usize = 256 * 1024;
 /// Batches of fetched files waiting for the scanner, beyond those in flight.
 const FILE_QUEUE: usize = 4;
 /// Blocks of lines waiting for the compressor.
@@ -148,10 +152,15 @@ fn scan_files(
     cfg: &Config,
     mut files: mpsc::Receiver<Vec<Fetched>>,
     lines_tx: mpsc::Sender<Lines>,
+    spare: std::sync::mpsc::Receiver<Lines>,
     files_done: &AtomicU64,
 ) -> Result<ReadStats, Error> {
+    let blocks = Blocks {
+        tx: lines_tx,
+        spare,
+    };
     let mut stats = ReadStats::default();
-    let mut lines = new_block();
+    let mut lines = blocks.next();
     let records_err = |key: &str, source| Error::Records {
         bucket: cfg.src_bucket.clone(),
         key: key.to_string(),
@@ -164,7 +173,7 @@ fn scan_files(
         let (more, read) = match file.body {
             Body::Whole(ref bytes) => {
                 let mut reader = records::open_slice_with(bytes, std::mem::take(&mut bufs));
-                let more = pump(&mut reader, &mut lines, &lines_tx, &mut stats.records)
+                let more = pump(&mut reader, &mut lines, &blocks, &mut stats.records)
                     .map_err(|e| records_err(&file.key, e))?;
                 bufs = reader.into_buffers();
                 (more, bytes.len() as u64)
@@ -182,7 +191,7 @@ fn scan_files(
                 };
                 let mut reader = records::open_with(&mut counted, std::mem::take(&mut bufs))
                     .map_err(|e| read_err(e.to_string()))?;
-                let more = pump(&mut reader, &mut lines, &lines_tx, &mut stats.records)
+                let more = pump(&mut reader, &mut lines, &blocks, &mut stats.records)
                     .map_err(|e| records_err(&file.key, e))?;
                 bufs = reader.into_buffers();
                 if more && counted.count != file.size {
@@ -203,14 +212,29 @@ fn scan_files(
         debug!(key = %file.key, records = stats.records - records_before, "file aggregated");
     }
     if !lines.is_empty() {
-        let _ = lines_tx.blocking_send(lines);
+        let _ = blocks.tx.blocking_send(lines);
     }
     Ok(stats)
 }
 
-/// An empty block of lines, with room for a full block and the record that ends it.
-fn new_block() -> Lines {
-    Lines::with_capacity(LINES_BLOCK + 64 * 1024)
+/// The scanner's side of the blocks of lines: full ones go to the compressor, which
+/// hands them back empty, so a run allocates a handful of blocks, not one per 256 KiB.
+struct Blocks {
+    tx: mpsc::Sender<Lines>,
+    spare: std::sync::mpsc::Receiver<Lines>,
+}
+
+impl Blocks {
+    /// An empty block with room for a full block and the record that ends it.
+    fn next(&self) -> Lines {
+        match self.spare.try_recv() {
+            Ok(mut lines) => {
+                lines.clear();
+                lines
+            }
+            Err(_) => Lines::with_capacity(LINES_BLOCK + 64 * 1024),
+        }
+    }
 }
 
 /// Moves a file's records into blocks of lines, sending each full block on;
@@ -218,15 +242,15 @@ fn new_block() -> Lines {
 fn pump<R: Read>(
     reader: &mut records::RecordReader<R>,
     lines: &mut Lines,
-    tx: &mpsc::Sender<Lines>,
+    blocks: &Blocks,
     records: &mut u64,
 ) -> Result<bool, records::RecordsError> {
     while let Some(record) = reader.next_record()? {
         lines.push(record);
         *records += 1;
         if lines.data.len() >= LINES_BLOCK {
-            let full = std::mem::replace(lines, new_block());
-            if tx.blocking_send(full).is_err() {
+            let full = std::mem::replace(lines, blocks.next());
+            if blocks.tx.blocking_send(full).is_err() {
                 return Ok(false);
             }
         }
@@ -234,12 +258,23 @@ fn pump<R: Read>(
     Ok(true)
 }
 
+/// A piece on its way to the uploader, with the upload slot it holds (data pieces).
+type Handed = (Piece, Option<OwnedSemaphorePermit>);
+
 /// Thread 2: compresses the lines into chunks, handing out pieces as they fill.
+///
+/// Memory: a data piece waits for the upload slot (`slots`, one permit) before it is
+/// handed out, and the uploader frees the slot once the piece is stored. After a full
+/// part (a chunk's piece that is not its last) the compressor also waits for that
+/// upload before it fills the next part, so at most one 5 MiB part is held; a chunk's
+/// last piece is uploaded while the next chunk is being built.
 fn compress_chunks(
     cfg: &Config,
     day: Day,
     mut lines_rx: mpsc::Receiver<Lines>,
-    pieces_tx: mpsc::Sender<Piece>,
+    spare: std::sync::mpsc::SyncSender<Lines>,
+    pieces_tx: mpsc::Sender<Handed>,
+    slots: Arc<Semaphore>,
 ) -> Result<(), Error> {
     let mut builder = ChunkBuilder::new(cfg.chunk_size_bytes, cfg.gzip_level, UPLOAD_PART_BYTES);
     let compress_err = |builder: &ChunkBuilder, source| Error::Compress {
@@ -247,61 +282,78 @@ fn compress_chunks(
         key: writer::chunk_key(&cfg.dst_prefix, day, builder.chunks_closed()),
         source,
     };
+    let slot = || futures::executor::block_on(slots.clone().acquire_owned()).ok();
+    // `false` when the uploader has gone (it reports its own error).
+    let hand_out = |builder: &mut ChunkBuilder| {
+        for piece in builder.pieces() {
+            let full_part = matches!(piece, Piece::Data { last: false, .. });
+            let held = match piece {
+                Piece::Data { .. } => match slot() {
+                    Some(permit) => Some(permit),
+                    None => return false,
+                },
+                Piece::End(_) => None,
+            };
+            if pieces_tx.blocking_send((piece, held)).is_err() {
+                return false;
+            }
+            if full_part && slot().is_none() {
+                return false;
+            }
+        }
+        true
+    };
     while let Some(lines) = lines_rx.blocking_recv() {
         builder
             .push_lines(&lines)
             .map_err(|e| compress_err(&builder, e))?;
-        for piece in builder.pieces() {
-            if pieces_tx.blocking_send(piece).is_err() {
-                return Ok(());
-            }
+        // Back to the scanner for reuse, unless a huge record made it grow.
+        if lines.data.capacity() <= 2 * LINES_BLOCK {
+            let _ = spare.try_send(lines);
         }
-    }
-    builder.finish().map_err(|e| compress_err(&builder, e))?;
-    for piece in builder.pieces() {
-        if pieces_tx.blocking_send(piece).is_err() {
+        if !hand_out(&mut builder) {
             return Ok(());
         }
     }
+    builder.finish().map_err(|e| compress_err(&builder, e))?;
+    hand_out(&mut builder);
     Ok(())
 }
 
-/// Receives pieces and uploads each chunk: PutObject when it came in one piece,
-/// a multipart upload otherwise. Returns the manifest entries in chunk order.
+/// Receives pieces and uploads each chunk: PutObject when it came in one piece, a
+/// multipart upload otherwise, started with the first full part. Returns the manifest
+/// entries in chunk order.
 async fn upload_chunks(
     s3: &Client,
     cfg: &Config,
     day: Day,
-    mut pieces: mpsc::Receiver<Piece>,
+    mut pieces: mpsc::Receiver<Handed>,
     check_deadline: impl Fn() -> Result<(), Error>,
 ) -> Result<Vec<ChunkEntry>, Error> {
     let mut entries = Vec::new();
-    // The one piece of a chunk held back until we know whether more follow.
-    let mut held: Option<Vec<u8>> = None;
+    // A chunk's only piece, put whole at its end.
+    let mut whole: Option<Vec<u8>> = None;
     let mut multipart: Option<writer::Multipart> = None;
-    while let Some(piece) = pieces.recv().await {
+    // The upload slot is freed when `_slot` drops, after the piece is stored.
+    while let Some((piece, _slot)) = pieces.recv().await {
         check_deadline()?;
         match piece {
-            Piece::Data { index, bytes } => {
-                let key = writer::chunk_key(&cfg.dst_prefix, day, index);
-                if let Some(first) = held.take() {
-                    let mp = writer::Multipart::start(s3, &cfg.dst_bucket, &key).await?;
-                    multipart = Some(mp);
-                    if let Some(mp) = multipart.as_mut() {
-                        mp.upload_part(s3, first).await?;
-                    }
+            Piece::Data { index, bytes, last } => match multipart.as_mut() {
+                Some(mp) => mp.upload_part(s3, bytes).await?,
+                None if last => whole = Some(bytes),
+                None => {
+                    let key = writer::chunk_key(&cfg.dst_prefix, day, index);
+                    let mp = multipart
+                        .insert(writer::Multipart::start(s3, &cfg.dst_bucket, &key).await?);
+                    mp.upload_part(s3, bytes).await?;
                 }
-                match multipart.as_mut() {
-                    Some(mp) => mp.upload_part(s3, bytes).await?,
-                    None => held = Some(bytes),
-                }
-            }
+            },
             Piece::End(info) => {
                 let key = writer::chunk_key(&cfg.dst_prefix, day, info.index);
                 match multipart.take() {
                     Some(mp) => mp.complete(s3).await?,
                     None => {
-                        let body = held.take().unwrap_or_default();
+                        let body = whole.take().unwrap_or_default();
                         writer::put(s3, &cfg.dst_bucket, &key, body, writer::CHUNK_CONTENT_TYPE)
                             .await?
                     }
@@ -384,7 +436,9 @@ pub async fn aggregate_day(
 
     let (file_tx, file_rx) = mpsc::channel::<Vec<Fetched>>(FILE_QUEUE);
     let (lines_tx, lines_rx) = mpsc::channel::<Lines>(LINES_QUEUE);
-    let (piece_tx, piece_rx) = mpsc::channel::<Piece>(PIECE_QUEUE);
+    let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Lines>(LINES_QUEUE + 2);
+    let (piece_tx, piece_rx) = mpsc::channel::<Handed>(PIECE_QUEUE);
+    let upload_slots = Arc::new(Semaphore::new(1));
     let budget = Arc::new(Semaphore::new((FETCH_BUDGET / 1024) as usize));
     let getter = Getter::new(s3, &cfg.src_bucket);
 
@@ -450,14 +504,15 @@ pub async fn aggregate_day(
         let cfg = cfg.clone();
         let progress = progress.clone();
         let handle = tokio::task::spawn_blocking(move || {
-            scan_files(&cfg, file_rx, lines_tx, &progress.done)
+            scan_files(&cfg, file_rx, lines_tx, spare_rx, &progress.done)
         });
         async move { joined("record scanner", handle.await) }
     };
     let compressor = {
         let cfg = cfg.clone();
-        let handle =
-            tokio::task::spawn_blocking(move || compress_chunks(&cfg, day, lines_rx, piece_tx));
+        let handle = tokio::task::spawn_blocking(move || {
+            compress_chunks(&cfg, day, lines_rx, spare_tx, piece_tx, upload_slots)
+        });
         async move { joined("chunk compressor", handle.await) }
     };
     let uploader = upload_chunks(s3, cfg, day, piece_rx, &check_deadline);
