@@ -635,6 +635,8 @@ fn main() {
             return;
         }
         Some("agg") => {
+            // The binaries' process set-up.
+            let _ = cloudtrail_aggregator::process::tune_allocator();
             let rt = if std::env::var("BENCH_MULTI_THREAD").is_ok() {
                 tokio::runtime::Builder::new_multi_thread()
                     .enable_all()

@@ -28,6 +28,7 @@ async fn serve(
 }
 
 fn main() -> Result<(), Error> {
+    let _ = process::tune_allocator();
     process::runtime()?.block_on(serve_events())
 }
 

@@ -208,6 +208,7 @@ async fn run(args: RunArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    let _ = process::tune_allocator();
     let runtime = match process::runtime() {
         Ok(rt) => rt,
         Err(e) => {
