@@ -124,17 +124,41 @@ async fn fetch(
     })
 }
 
-/// Counts the bytes read through it.
+/// Counts the bytes read through it, and keeps the first error of the source itself,
+/// so that a lost connection is reported as a failed read, not as whatever the gzip
+/// decoder made of it.
 struct Counting<R> {
     inner: R,
     count: u64,
+    failure: Option<String>,
+}
+
+impl<R: Read> Counting<R> {
+    fn new(inner: R) -> Self {
+        Counting {
+            inner,
+            count: 0,
+            failure: None,
+        }
+    }
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.count += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    self.failure.get_or_insert_with(|| {
+                        aws_sdk_s3::error::DisplayErrorContext(&e).to_string()
+                    });
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -179,10 +203,8 @@ fn scan_files(
                 (more, bytes.len() as u64)
             }
             Body::Stream(stream) => {
-                let mut counted = Counting {
-                    inner: tokio_util::io::SyncIoBridge::new(stream.into_async_read()),
-                    count: 0,
-                };
+                let mut counted =
+                    Counting::new(tokio_util::io::SyncIoBridge::new(stream.into_async_read()));
                 let read_err = |detail: String| Error::S3 {
                     operation: "GetObject (reading the body)",
                     bucket: cfg.src_bucket.clone(),
@@ -191,9 +213,14 @@ fn scan_files(
                 };
                 let mut reader = records::open_with(&mut counted, std::mem::take(&mut bufs))
                     .map_err(|e| read_err(e.to_string()))?;
-                let more = pump(&mut reader, &mut lines, &blocks, &mut stats.records)
-                    .map_err(|e| records_err(&file.key, e))?;
+                let pumped = pump(&mut reader, &mut lines, &blocks, &mut stats.records);
                 bufs = reader.into_buffers();
+                let more = match (pumped, counted.failure.take()) {
+                    (Ok(more), _) => more,
+                    // The body's own read failed (connection lost, timeout).
+                    (Err(_), Some(failure)) => return Err(read_err(failure)),
+                    (Err(e), None) => return Err(records_err(&file.key, e)),
+                };
                 if more && counted.count != file.size {
                     return Err(read_err(format!(
                         "read {} bytes, but the listing said {}",
@@ -579,4 +606,81 @@ pub async fn aggregate_day(
         stale_chunks_deleted: stale,
         duration,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    /// A response body that sends `data`, then fails as a lost connection does.
+    struct Broken {
+        data: Option<Bytes>,
+    }
+
+    impl http_body::Body for Broken {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(Some(match self.data.take() {
+                Some(data) => Ok(http_body::Frame::data(data)),
+                None => Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "connection reset by peer",
+                )),
+            }))
+        }
+    }
+
+    /// A streamed object whose connection drops halfway is a failed GetObject read of
+    /// that object, not a "corrupt gzip stream".
+    #[tokio::test]
+    async fn a_connection_lost_mid_stream_is_a_read_error() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        for i in 0..20_000 {
+            write!(gz, "{{\"Records\":[{{\"eventID\":\"{i}\"}}]}}").unwrap();
+        }
+        let whole = gz.finish().unwrap();
+        let half = Bytes::copy_from_slice(&whole[..whole.len() / 2]);
+        let cfg = Config::from_map(&HashMap::from([
+            ("SRC_BUCKET".to_string(), "src".to_string()),
+            ("DST_BUCKET".to_string(), "dst".to_string()),
+        ]))
+        .unwrap();
+        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+        let file = Fetched {
+            key: "AWSLogs/111111111111/CloudTrail/us-east-1/2024/02/12/f.json.gz".into(),
+            size: whole.len() as u64,
+            body: Body::Stream(ByteStream::from_body_1_x(Broken { data: Some(half) })),
+            _permit: permit,
+        };
+        let (file_tx, file_rx) = mpsc::channel(1);
+        let (lines_tx, mut lines_rx) = mpsc::channel(64);
+        let (_spare_tx, spare_rx) = std::sync::mpsc::sync_channel(1);
+        file_tx.send(vec![file]).await.unwrap();
+        drop(file_tx);
+        let done = AtomicU64::new(0);
+        let err = tokio::task::spawn_blocking(move || {
+            scan_files(&cfg, file_rx, lines_tx, spare_rx, &done)
+        })
+        .await
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+        while lines_rx.recv().await.is_some() {}
+        assert!(
+            err.starts_with("GetObject (reading the body) s3://src/AWSLogs/111111111111/"),
+            "{err}"
+        );
+        assert!(err.contains("connection reset by peer"), "{err}");
+        assert!(!err.contains("gzip"), "{err}");
+    }
 }
