@@ -5,8 +5,7 @@
 //!         ─▶ [thread 1] gunzip + record scan → blocks of NDJSON lines
 //!         ─▶ [thread 2] gzip into chunks, handed out in UPLOAD_PART_BYTES pieces
 //!         ─▶ uploads: PutObject, or a multipart upload started with a chunk's first full
-//!            part; one part held at a time, a chunk's last piece uploaded while the
-//!            next chunk is built
+//!            part; one piece uploading while the next fills
 //!         ─▶ stale-chunk cleanup ─▶ _manifest.json
 //! ```
 //!
@@ -291,10 +290,11 @@ type Handed = (Piece, Option<OwnedSemaphorePermit>);
 /// Thread 2: compresses the lines into chunks, handing out pieces as they fill.
 ///
 /// Memory: a data piece waits for the upload slot (`slots`, one permit) before it is
-/// handed out, and the uploader frees the slot once the piece is stored. After a full
-/// part (a chunk's piece that is not its last) the compressor also waits for that
-/// upload before it fills the next part, so at most one 5 MiB part is held; a chunk's
-/// last piece is uploaded while the next chunk is being built.
+/// handed out, and the uploader frees the slot once the piece is stored: at most one
+/// piece is uploading while the next fills, and if uploads are slower than compression
+/// the compressor waits instead of queueing more. (Waiting for every full part's upload
+/// before filling the next saved no measurable memory in the benchmark — the next part
+/// is barely written while one uploads — and cost ~6 % wall time at 25 ms per request.)
 fn compress_chunks(
     cfg: &Config,
     day: Day,
@@ -313,7 +313,6 @@ fn compress_chunks(
     // `false` when the uploader has gone (it reports its own error).
     let hand_out = |builder: &mut ChunkBuilder| {
         for piece in builder.pieces() {
-            let full_part = matches!(piece, Piece::Data { last: false, .. });
             let held = match piece {
                 Piece::Data { .. } => match slot() {
                     Some(permit) => Some(permit),
@@ -322,9 +321,6 @@ fn compress_chunks(
                 Piece::End(_) => None,
             };
             if pieces_tx.blocking_send((piece, held)).is_err() {
-                return false;
-            }
-            if full_part && slot().is_none() {
                 return false;
             }
         }
