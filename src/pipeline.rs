@@ -309,15 +309,14 @@ fn compress_chunks(
         key: writer::chunk_key(&cfg.dst_prefix, day, builder.chunks_closed()),
         source,
     };
-    let slot = || futures::executor::block_on(slots.clone().acquire_owned()).ok();
     // `false` when the uploader has gone (it reports its own error).
     let hand_out = |builder: &mut ChunkBuilder| {
         for piece in builder.pieces() {
             let held = match piece {
-                Piece::Data { .. } => match slot() {
-                    Some(permit) => Some(permit),
-                    None => return false,
-                },
+                Piece::Data { .. } => Some(
+                    futures::executor::block_on(slots.clone().acquire_owned())
+                        .expect("the upload slot is never closed"),
+                ),
                 Piece::End(_) => None,
             };
             if pieces_tx.blocking_send((piece, held)).is_err() {
