@@ -7,10 +7,11 @@
 //! so AWS's escapes (`\u003d`), key order and number spelling survive unchanged.
 //! Only one record is held at a time, whatever the size of the file.
 //!
-//! Every element is validated (UTF-8 and JSON syntax, via serde_json) and must be an
-//! object. An element containing a raw line break (a pretty-printed source) is
-//! re-written compactly — insignificant whitespace removed, string and number bytes
-//! untouched — so that one record is always one line.
+//! Every element must be an object and is validated as it is scanned: JSON syntax by
+//! the scanner in `records/scan.rs` (in the same pass that finds the element's end,
+//! no second parse), then UTF-8. An element containing a raw line break (a
+//! pretty-printed source) is re-written compactly — insignificant whitespace removed,
+//! string and number bytes untouched — so that one record is always one line.
 //!
 //! The file must be one JSON object with exactly one `Records` array; other keys
 //! beside it are validated and ignored. Anything else is an error: this module never
@@ -20,9 +21,8 @@ use std::fmt;
 use std::io::{self, BufRead, Read};
 
 use flate2::Decompress;
-use serde::de::IgnoredAny;
-
 mod gunzip;
+mod scan;
 use gunzip::Gunzip;
 
 /// Size of the read buffers in front of and behind the gzip decoder.
@@ -244,6 +244,7 @@ pub struct RecordReader<R: Read> {
     seen_records: bool,
     record: Vec<u8>,
     scratch: Vec<u8>,
+    scanner: scan::Scanner,
 }
 
 impl<R: Read> fmt::Debug for RecordReader<R> {
@@ -269,6 +270,7 @@ impl<R: Read> RecordReader<Decoded<R>> {
             seen_records: false,
             record,
             scratch: Vec::new(),
+            scanner: scan::Scanner::default(),
         }
     }
 
@@ -365,109 +367,48 @@ impl<R: Read> RecordReader<R> {
     }
 
     /// Copies one complete JSON value (any type) into `out`, starting at the next
-    /// non-whitespace byte. Structure is tracked; syntax is validated by the caller.
-    fn scan_value(&mut self, out: &mut Vec<u8>, inside: &'static str) -> Result<(), RecordsError> {
+    /// non-whitespace byte, and checks its syntax on the way ([`scan::Scanner`]).
+    /// `invalid` turns a syntax error at a byte offset within the value into the
+    /// error to report. Afterwards `self.scanner.line_breaks()` tells whether the
+    /// value holds raw line breaks between its tokens.
+    fn scan_value(
+        &mut self,
+        out: &mut Vec<u8>,
+        inside: &'static str,
+        invalid: impl Fn(u64, String) -> RecordsError,
+    ) -> Result<(), RecordsError> {
         out.clear();
-        let first = self.require(inside)?;
-        match first {
-            b'{' | b'[' | b'"' => self.scan_structured(out, inside),
-            _ => self.scan_scalar(out),
-        }
-    }
-
-    fn scan_scalar(&mut self, out: &mut Vec<u8>) -> Result<(), RecordsError> {
+        self.require(inside)?;
+        self.scanner.start();
         loop {
-            let buf = self.fill()?;
+            let buf = self.reader.buffer();
             if buf.is_empty() {
-                return Ok(());
-            }
-            match buf
-                .iter()
-                .position(|b| matches!(b, b',' | b']' | b'}') || is_ws(*b))
-            {
-                Some(i) => {
-                    out.extend_from_slice(&buf[..i]);
-                    self.consume(i);
-                    return Ok(());
+                self.fill()?;
+                if self.reader.buffer().is_empty() {
+                    return self
+                        .scanner
+                        .at_eof()
+                        .map_err(|inside| RecordsError::Truncated {
+                            offset: self.offset,
+                            inside,
+                        });
                 }
-                None => {
+                continue;
+            }
+            match self.scanner.feed(buf) {
+                scan::Step::More => {
                     let n = buf.len();
                     out.extend_from_slice(buf);
                     self.consume(n);
                 }
-            }
-        }
-    }
-
-    fn scan_structured(
-        &mut self,
-        out: &mut Vec<u8>,
-        inside: &'static str,
-    ) -> Result<(), RecordsError> {
-        let mut depth: u32 = 0;
-        let mut in_str = false;
-        let mut escape = false;
-        loop {
-            let buf = self.fill()?;
-            if buf.is_empty() {
-                return Err(RecordsError::Truncated {
-                    offset: self.offset,
-                    inside,
-                });
-            }
-            let n = buf.len();
-            let mut i = 0;
-            let mut done = false;
-            if escape {
-                escape = false;
-                i = 1;
-            }
-            while i < n {
-                if in_str {
-                    match memchr::memchr2(b'"', b'\\', &buf[i..]) {
-                        None => {
-                            i = n;
-                        }
-                        Some(j) => {
-                            i += j;
-                            if buf[i] == b'\\' {
-                                if i + 1 < n {
-                                    i += 2;
-                                } else {
-                                    escape = true;
-                                    i += 1;
-                                }
-                            } else {
-                                in_str = false;
-                                i += 1;
-                                if depth == 0 {
-                                    done = true;
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                } else {
-                    match buf[i] {
-                        b'"' => in_str = true,
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth = depth.saturating_sub(1);
-                            if depth == 0 {
-                                i += 1;
-                                done = true;
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                    i += 1;
+                scan::Step::Done(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    self.consume(n);
+                    return Ok(());
                 }
-            }
-            out.extend_from_slice(&buf[..i]);
-            self.consume(i);
-            if done {
-                return Ok(());
+                scan::Step::Invalid { at, reason } => {
+                    return Err(invalid(out.len() as u64 + at as u64, reason));
+                }
             }
         }
     }
@@ -522,26 +463,39 @@ impl<R: Read> RecordReader<R> {
             )));
         }
         let mut raw = std::mem::take(&mut self.scratch);
-        raw.clear();
         let offset = self.offset;
-        self.scan_structured(&mut raw, "an object key")?;
-        let key: Result<String, _> = serde_json::from_slice(&raw);
+        let scanned = self.scan_value(&mut raw, "an object key", |at, reason| {
+            RecordsError::Syntax {
+                offset: offset + at,
+                reason: format!("invalid object key: {reason}"),
+            }
+        });
+        let key = scanned.and_then(|()| {
+            serde_json::from_slice::<String>(&raw).map_err(|e| RecordsError::Syntax {
+                offset,
+                reason: format!("invalid object key: {e}"),
+            })
+        });
+        raw.clear();
         self.scratch = raw;
-        let key = key.map_err(|e| RecordsError::Syntax {
-            offset,
-            reason: format!("invalid object key: {e}"),
-        })?;
+        let key = key?;
         self.expect_byte(b':', "the top-level object")?;
         Ok(key)
     }
 
     /// Reads and validates a value beside `Records`, and discards it.
     fn skip_member_value(&mut self) -> Result<(), RecordsError> {
-        let mut raw = std::mem::take(&mut self.scratch);
+        self.require("the top-level object")?;
         let offset = self.offset;
-        let res = self.scan_value(&mut raw, "the top-level object");
+        let mut raw = std::mem::take(&mut self.scratch);
+        let res = self.scan_value(&mut raw, "the top-level object", |at, reason| {
+            RecordsError::Syntax {
+                offset: offset + at,
+                reason,
+            }
+        });
         let res = res.and_then(|()| {
-            validate(&raw).map_err(|reason| RecordsError::Syntax { offset, reason })
+            check_utf8(&raw).map_err(|reason| RecordsError::Syntax { offset, reason })
         });
         raw.clear();
         self.scratch = raw;
@@ -550,22 +504,27 @@ impl<R: Read> RecordReader<R> {
 
     /// Scans the next array element into `self.record` and checks it.
     fn read_element(&mut self) -> Result<(), RecordsError> {
+        let index = self.index;
+        let first = self.require("the Records array")?;
+        if first != b'{' {
+            return Err(RecordsError::RecordNotObject {
+                index,
+                found: describe_byte(first),
+            });
+        }
         let mut rec = std::mem::take(&mut self.record);
-        let res = self.scan_value(&mut rec, "the Records array");
+        let res = self.scan_value(&mut rec, "the Records array", |at, reason| {
+            RecordsError::InvalidRecord {
+                index,
+                reason: format!("{reason} at byte {at} of the record"),
+            }
+        });
         self.record = rec;
         res?;
-        let index = self.index;
-        if self.record.first() != Some(&b'{') {
-            let found = match self.record.first() {
-                Some(b) => describe_byte(*b),
-                None => "nothing".to_string(),
-            };
-            return Err(RecordsError::RecordNotObject { index, found });
-        }
-        validate(&self.record).map_err(|reason| RecordsError::InvalidRecord { index, reason })?;
-        if memchr::memchr2(b'\n', b'\r', &self.record).is_some() {
-            // Raw line breaks can only be whitespace between tokens here: a raw
-            // control character inside a string failed validation above.
+        check_utf8(&self.record).map_err(|reason| RecordsError::InvalidRecord { index, reason })?;
+        if self.scanner.line_breaks() {
+            // Raw line breaks can only be whitespace between tokens here: the scanner
+            // rejects raw control characters inside strings.
             minify_in_place(&mut self.record);
         }
         Ok(())
@@ -699,10 +658,9 @@ fn describe_byte(b: u8) -> String {
     }
 }
 
-/// Checks that `raw` is one valid JSON value in UTF-8.
-fn validate(raw: &[u8]) -> Result<(), String> {
-    let text = std::str::from_utf8(raw).map_err(|e| format!("invalid UTF-8: {e}"))?;
-    serde_json::from_str::<IgnoredAny>(text).map_err(|e| e.to_string())?;
+/// Checks that a scanned value is UTF-8 (its syntax was checked while scanning).
+fn check_utf8(raw: &[u8]) -> Result<(), String> {
+    std::str::from_utf8(raw).map_err(|e| format!("invalid UTF-8: {e}"))?;
     Ok(())
 }
 
