@@ -12,6 +12,8 @@
 //! Nesting is tracked on a heap stack (one byte per level), so depth is limited only
 //! by the size of the value.
 
+use super::describe_byte;
+
 /// What the scanner expects at the next byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum St {
@@ -202,7 +204,7 @@ impl Scanner {
                     self.st = match b {
                         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => St::Str { key },
                         b'u' => St::Hex { key, left: 4 },
-                        _ => return invalid(i, format!("invalid escape \\{}", show(b))),
+                        _ => return invalid(i, format!("invalid escape \\{}", describe_byte(b))),
                     };
                     i += 1;
                 }
@@ -210,7 +212,10 @@ impl Scanner {
                     if !b.is_ascii_hexdigit() {
                         return invalid(
                             i,
-                            format!("invalid \\u escape: {} is not a hex digit", show(b)),
+                            format!(
+                                "invalid \\u escape: {} is not a hex digit",
+                                describe_byte(b)
+                            ),
                         );
                     }
                     self.st = if left == 1 {
@@ -246,7 +251,10 @@ impl Scanner {
                             }
                         }
                         None => {
-                            return invalid(i, format!("invalid number: unexpected {}", show(b)))
+                            return invalid(
+                                i,
+                                format!("invalid number: unexpected {}", describe_byte(b)),
+                            )
                         }
                     }
                 }
@@ -255,7 +263,10 @@ impl Scanner {
                         let word = std::str::from_utf8(word).unwrap_or_default();
                         return invalid(
                             i,
-                            format!("invalid literal (expected {word}), found {}", show(b)),
+                            format!(
+                                "invalid literal (expected {word}), found {}",
+                                describe_byte(b)
+                            ),
                         );
                     }
                     i += 1;
@@ -304,7 +315,12 @@ impl Scanner {
                             word: b"null",
                             at: 1,
                         },
-                        _ => return invalid(i - 1, format!("expected a value, found {}", show(b))),
+                        _ => {
+                            return invalid(
+                                i - 1,
+                                format!("expected a value, found {}", describe_byte(b)),
+                            )
+                        }
                     };
                 }
                 St::KeyOrClose | St::Key => {
@@ -319,7 +335,7 @@ impl Scanner {
                         _ => {
                             return invalid(
                                 i - 1,
-                                format!("expected an object key, found {}", show(b)),
+                                format!("expected an object key, found {}", describe_byte(b)),
                             )
                         }
                     }
@@ -328,7 +344,10 @@ impl Scanner {
                     if b != b':' {
                         return invalid(
                             i,
-                            format!("expected ':' after an object key, found {}", show(b)),
+                            format!(
+                                "expected ':' after an object key, found {}",
+                                describe_byte(b)
+                            ),
                         );
                     }
                     self.st = St::Value;
@@ -354,7 +373,7 @@ impl Scanner {
                             let close = if object { '}' } else { ']' };
                             return invalid(
                                 i - 1,
-                                format!("expected ',' or '{close}', found {}", show(b)),
+                                format!("expected ',' or '{close}', found {}", describe_byte(b)),
                             );
                         }
                     }
@@ -367,15 +386,6 @@ impl Scanner {
 
 fn invalid(at: usize, reason: String) -> Step {
     Step::Invalid { at, reason }
-}
-
-/// A byte for an error message.
-fn show(b: u8) -> String {
-    if b.is_ascii_graphic() {
-        format!("'{}'", b as char)
-    } else {
-        format!("byte 0x{b:02x}")
-    }
 }
 
 /// The index of the first byte of `s` that ends a run of plain string content — `"`,
