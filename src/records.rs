@@ -366,19 +366,18 @@ impl<R: Read> RecordReader<R> {
         }
     }
 
-    /// Copies one complete JSON value (any type) into `out`, starting at the next
-    /// non-whitespace byte, and checks its syntax on the way ([`scan::Scanner`]).
-    /// `invalid` turns a syntax error at a byte offset within the value into the
-    /// error to report. Afterwards `self.scanner.line_breaks()` tells whether the
-    /// value holds raw line breaks between its tokens.
+    /// Copies one complete JSON value (any type) into `out`, starting at the next byte,
+    /// which the caller has already found with [`Self::require`], and checks its syntax
+    /// on the way ([`scan::Scanner`]). `invalid` turns a syntax error at a byte offset
+    /// within the value into the error to report. Afterwards
+    /// `self.scanner.line_breaks()` tells whether the value holds raw line breaks
+    /// between its tokens.
     fn scan_value(
         &mut self,
         out: &mut Vec<u8>,
-        inside: &'static str,
         invalid: impl Fn(u64, String) -> RecordsError,
     ) -> Result<(), RecordsError> {
         out.clear();
-        self.require(inside)?;
         self.scanner.start();
         loop {
             let buf = self.reader.buffer();
@@ -464,11 +463,9 @@ impl<R: Read> RecordReader<R> {
         }
         let mut raw = std::mem::take(&mut self.scratch);
         let offset = self.offset;
-        let scanned = self.scan_value(&mut raw, "an object key", |at, reason| {
-            RecordsError::Syntax {
-                offset: offset + at,
-                reason: format!("invalid object key: {reason}"),
-            }
+        let scanned = self.scan_value(&mut raw, |at, reason| RecordsError::Syntax {
+            offset: offset + at,
+            reason: format!("invalid object key: {reason}"),
         });
         let key = scanned.and_then(|()| {
             serde_json::from_slice::<String>(&raw).map_err(|e| RecordsError::Syntax {
@@ -488,11 +485,9 @@ impl<R: Read> RecordReader<R> {
         self.require("the top-level object")?;
         let offset = self.offset;
         let mut raw = std::mem::take(&mut self.scratch);
-        let res = self.scan_value(&mut raw, "the top-level object", |at, reason| {
-            RecordsError::Syntax {
-                offset: offset + at,
-                reason,
-            }
+        let res = self.scan_value(&mut raw, |at, reason| RecordsError::Syntax {
+            offset: offset + at,
+            reason,
         });
         let res = res.and_then(|()| {
             check_utf8(&raw).map_err(|reason| RecordsError::Syntax { offset, reason })
@@ -513,11 +508,9 @@ impl<R: Read> RecordReader<R> {
             });
         }
         let mut rec = std::mem::take(&mut self.record);
-        let res = self.scan_value(&mut rec, "the Records array", |at, reason| {
-            RecordsError::InvalidRecord {
-                index,
-                reason: format!("{reason} at byte {at} of the record"),
-            }
+        let res = self.scan_value(&mut rec, |at, reason| RecordsError::InvalidRecord {
+            index,
+            reason: format!("{reason} at byte {at} of the record"),
         });
         self.record = rec;
         res?;

@@ -12,7 +12,7 @@
 //! Nesting is tracked on a heap stack (one byte per level), so depth is limited only
 //! by the size of the value.
 
-use super::describe_byte;
+use super::{describe_byte, is_ws};
 
 /// What the scanner expects at the next byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,7 +276,7 @@ impl Scanner {
                         return Step::Done(i);
                     }
                 }
-                _ if matches!(b, b' ' | b'\t' | b'\n' | b'\r') => {
+                _ if is_ws(b) => {
                     if b == b'\n' || b == b'\r' {
                         self.line_breaks = true;
                     }
@@ -443,11 +443,7 @@ mod tests {
             let to = to.clamp(from, input.len());
             match s.feed(&input[from..to]) {
                 Step::More => from = to,
-                Step::Done(n) => {
-                    return input[from + n..]
-                        .iter()
-                        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-                }
+                Step::Done(n) => return input[from + n..].iter().all(|b| is_ws(*b)),
                 Step::Invalid { at, .. } => {
                     assert!(from + at < input.len(), "error position past the input");
                     return false;
