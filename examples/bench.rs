@@ -670,6 +670,7 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let exe = std::env::current_exe().unwrap();
+    let data = PathBuf::from(arg(&args, "--data").unwrap_or_else(|| "target/bench-data".into()));
     match args.get(1).map(String::as_str) {
         Some("serve") => {
             let root = PathBuf::from(arg(&args, "--root").unwrap());
@@ -709,8 +710,6 @@ fn main() {
             return;
         }
         Some("scan") => {
-            let data =
-                PathBuf::from(arg(&args, "--data").unwrap_or_else(|| "target/bench-data".into()));
             println!("| shape | files | records | source JSON MB | CPU s (median of 5) | MB/s |");
             println!("|---|---|---|---|---|---|");
             for shape in arg(&args, "--shapes")
@@ -722,8 +721,6 @@ fn main() {
             return;
         }
         Some("gen") => {
-            let data =
-                PathBuf::from(arg(&args, "--data").unwrap_or_else(|| "target/bench-data".into()));
             for shape in arg(&args, "--shapes")
                 .unwrap_or_else(|| "seed".into())
                 .split(',')
@@ -734,7 +731,6 @@ fn main() {
         }
         _ => {}
     }
-    let data = PathBuf::from(arg(&args, "--data").unwrap_or_else(|| "target/bench-data".into()));
     let latency_ms: u64 = arg(&args, "--latency-ms")
         .map(|v| v.parse().unwrap())
         .unwrap_or(25);
