@@ -12,8 +12,9 @@
 //! - [`pipeline`]: wires the stages for one day with bounded concurrency;
 //! - [`handler`]: an `SqsEvent` → per-message days → `SqsBatchResponse`.
 //!
-//! Around them: [`sigv4`] (request signing for the lean GETs), [`config`] (environment, validated once), [`error`] (typed errors
-//! naming what failed), [`telemetry`] (tracing set-up), [`metrics`] (per-day EMF
+//! Around them: [`sigv4`] (request signing for the lean GETs), [`ordered`] (GETs run
+//! concurrently, handed on in key order), [`config`] (environment, validated once),
+//! [`error`] (typed errors naming what failed), [`telemetry`] (tracing set-up), [`metrics`] (per-day EMF
 //! lines), [`aws`] (the S3 and SQS clients) and [`backfill`] (one message per day on
 //! the trigger queue).
 
@@ -26,6 +27,7 @@ pub mod fetch;
 pub mod handler;
 pub mod listing;
 pub mod metrics;
+pub mod ordered;
 pub mod pipeline;
 pub mod process;
 pub mod records;

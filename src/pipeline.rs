@@ -1,7 +1,7 @@
 //! Pipeline: one day, end to end. Wires the stages with bounded queues:
 //!
 //! ```text
-//! listing ─▶ GETs: ≤ max_concurrent_gets in flight, ≤ FETCH_BUDGET bytes held, key order
+//! listing ─▶ GETs: ≤ max_concurrent_gets running, ≤ FETCH_BUDGET bytes held, key order
 //!         ─▶ [thread 1] gunzip + record scan → blocks of NDJSON lines
 //!         ─▶ [thread 2] gzip into chunks, handed out in UPLOAD_PART_BYTES pieces
 //!         ─▶ uploads: PutObject, or a multipart upload started with a chunk's first full
@@ -15,7 +15,7 @@
 //!
 //! The order of records is the order of the sorted source keys and, within a file,
 //! the order of its `Records` array, whatever the concurrency: GETs complete out of
-//! order but are consumed in order (`buffered`). Any failed read or write fails the
+//! order but are consumed in order ([`crate::ordered`]). Any failed read or write fails the
 //! day; the manifest, which marks a day complete, is then absent.
 
 use std::io::Read;
@@ -504,8 +504,10 @@ pub async fn aggregate_day(
             .map(|r| async {
                 let (o, permit) = r?;
                 fetch(&getter, o, permit).await
-            })
-            .buffered(cfg.max_concurrent_gets)
+            });
+        // Up to `max_concurrent_gets` running: a slow GET holds back its own file,
+        // not the GETs after it (see `ordered`).
+        let stream = crate::ordered::in_order(stream, cfg.max_concurrent_gets)
             // The files ready at once go to the scanner together: one wake-up of its
             // thread instead of one per file.
             .ready_chunks(cfg.max_concurrent_gets);
