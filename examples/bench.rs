@@ -17,7 +17,9 @@
 //!
 //! Options: `--shapes seed,org,big` (default `seed`), `--latency-ms 25`, `--runs 3`,
 //! `--data target/bench-data`, `--seed-algorithm` (also run, once each, the seed's
-//! algorithm sequentially and with 4 threads on the same data and server).
+//! algorithm sequentially and with 4 threads on the same data and server),
+//! `--tail-every 100 --tail-ms 250` (a latency tail: one request in every 100, picked
+//! by a hash of its path and query so that runs are alike, takes 250 ms instead).
 //!
 //! `bench scan [--shapes big]` times the record scanner alone (one core, sources
 //! gunzipped into memory first). Internal modes: `gen`, `serve`, `agg`, `seedalg`.
@@ -292,7 +294,60 @@ fn ensure_data(shape: &str, data: &Path) -> (PathBuf, Meta) {
 
 // ---------------------------------------------------------------- server
 
-async fn serve(root: PathBuf, port: u16, latency: Duration) {
+/// The server's injected latency: `base` per request, `tail` instead for one request
+/// in every `tail_every` (0: none), picked by a hash of the request's path and query.
+#[derive(Clone, Copy)]
+struct Latency {
+    base: Duration,
+    tail: Duration,
+    tail_every: u64,
+}
+
+impl Latency {
+    fn from_args(args: &[String]) -> Latency {
+        let ms = |name: &str, default: u64| {
+            Duration::from_millis(arg(args, name).map_or(default, |v| v.parse().unwrap()))
+        };
+        Latency {
+            base: ms("--latency-ms", 25),
+            tail: ms("--tail-ms", 250),
+            tail_every: arg(args, "--tail-every").map_or(0, |v| v.parse().unwrap()),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        [
+            ("--latency-ms", self.base.as_millis() as u64),
+            ("--tail-ms", self.tail.as_millis() as u64),
+            ("--tail-every", self.tail_every),
+        ]
+        .iter()
+        .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+        .collect()
+    }
+
+    fn describe(&self) -> String {
+        let base = format!("latency {} ms per request", self.base.as_millis());
+        match self.tail_every {
+            0 => base,
+            n => format!("{base}, {} ms for one in {n}", self.tail.as_millis()),
+        }
+    }
+
+    fn of(&self, uri: &hyper::Uri) -> Duration {
+        if self.tail_every > 0 {
+            let mut h = Digest::new();
+            h.update(uri.path().as_bytes());
+            h.update(uri.query().unwrap_or("").as_bytes());
+            if (h.0 ^ (h.0 >> 32)).is_multiple_of(self.tail_every) {
+                return self.tail;
+            }
+        }
+        self.base
+    }
+}
+
+async fn serve(root: PathBuf, port: u16, latency: Latency) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder as ConnBuilder;
     use s3s::service::S3ServiceBuilder;
@@ -334,8 +389,9 @@ async fn serve(root: PathBuf, port: u16, latency: Duration) {
                             _ => 3,
                         };
                         counts[slot].fetch_add(1, Ordering::Relaxed);
-                        if !latency.is_zero() {
-                            tokio::time::sleep(latency).await;
+                        let wait = latency.of(req.uri());
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
                         }
                         hyper::service::Service::call(&service, req).await
                     }
@@ -674,11 +730,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("serve") => {
             let root = PathBuf::from(arg(&args, "--root").unwrap());
-            let latency = Duration::from_millis(
-                arg(&args, "--latency-ms")
-                    .map(|v| v.parse().unwrap())
-                    .unwrap_or(25),
-            );
+            let latency = Latency::from_args(&args);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -731,9 +783,7 @@ fn main() {
         }
         _ => {}
     }
-    let latency_ms: u64 = arg(&args, "--latency-ms")
-        .map(|v| v.parse().unwrap())
-        .unwrap_or(25);
+    let latency = Latency::from_args(&args);
     let runs: usize = arg(&args, "--runs")
         .map(|v| v.parse().unwrap())
         .unwrap_or(3);
@@ -741,20 +791,18 @@ fn main() {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    println!("machine: {cpus} CPUs; latency {latency_ms} ms per request; {runs} runs per shape (medians)");
+    println!(
+        "machine: {cpus} CPUs; {}; {runs} runs per shape (medians)",
+        latency.describe()
+    );
     println!("| shape | files | records | NDJSON MB | wall s | files/s | MB/s written | CPU s | CPU s/GB | floor CPU s | CPU/floor | peak RSS MiB | S3 requests (GET/PUT/LIST/other) | output |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for shape in shapes.split(',') {
         let (dir, meta) = ensure_data(shape, &data);
         // Start the server over this shape's folder.
         let mut server = Command::new(&exe)
-            .args([
-                "serve",
-                "--root",
-                dir.join("s3").to_str().unwrap(),
-                "--latency-ms",
-                &latency_ms.to_string(),
-            ])
+            .args(["serve", "--root", dir.join("s3").to_str().unwrap()])
+            .args(latency.args())
             .stdout(Stdio::piped())
             .spawn()
             .expect("start server");
