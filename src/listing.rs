@@ -21,7 +21,12 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use tracing::debug;
 
 use crate::error::Error;
+use crate::ordered::in_order;
 use crate::trigger::Day;
+
+/// How many folders, in multiples of `MAX_CONCURRENT_LISTS`, may be listed ahead of
+/// the one being read: room for the LISTs after a slow one to go on.
+pub const LIST_WINDOW: usize = 2;
 
 /// One source object of the day.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -117,21 +122,19 @@ fn folder_name(prefix: &str) -> &str {
     trimmed.rsplit('/').next().unwrap_or(trimmed)
 }
 
-/// Lists many prefixes concurrently; results in the order of `prefixes`.
+/// Lists many prefixes, `max_concurrent` at a time; results in the order of
+/// `prefixes`.
 async fn list_many(
     s3: &Client,
     bucket: &str,
     prefixes: Vec<String>,
     max_concurrent: usize,
 ) -> Result<Vec<(String, Vec<String>, Vec<SourceObject>)>, Error> {
-    futures::stream::iter(prefixes)
-        .map(|p| async move {
-            let (folders, objects) = list_level(s3, bucket, &p).await?;
-            Ok::<_, Error>((p, folders, objects))
-        })
-        .buffered(max_concurrent.max(1))
-        .try_collect()
-        .await
+    let lists = futures::stream::iter(prefixes).map(|p| async move {
+        let (folders, objects) = list_level(s3, bucket, &p).await?;
+        Ok::<_, Error>((p, folders, objects))
+    });
+    in_order(lists, max_concurrent).try_collect().await
 }
 
 /// The day's folders (`…/CloudTrail/REGION/YYYY/MM/DD/`), found by the first two
@@ -197,24 +200,25 @@ pub async fn day_folders(
 
 /// The objects of the day's folders, one folder's objects at a time, in key order:
 /// the folders are sorted and none is a prefix of another, so folder after folder,
-/// each sorted, is the order of all keys. At most `max_concurrent` folders are listed
-/// ahead of the one being consumed, so memory holds a window of the listing, never the
-/// whole day's (100,000 keys are ~13 MB).
+/// each sorted, is the order of all keys. At most `max_concurrent` LISTs run, and at
+/// most [`LIST_WINDOW`] × `max_concurrent` folders are listed ahead of the one being
+/// consumed, so memory holds a window of the listing, never the whole day's (100,000
+/// keys are ~13 MB); a slow LIST holds back its folder, not the LISTs after it.
 pub fn day_objects<'a>(
     s3: &'a Client,
     bucket: &'a str,
     prefixes: Vec<String>,
     max_concurrent: usize,
 ) -> impl Stream<Item = Result<Vec<SourceObject>, Error>> + 'a {
-    futures::stream::iter(prefixes)
-        .map(move |p| async move {
-            let (_, mut objects) = list_level(s3, bucket, &p).await?;
-            // A key ending in '/' is a console-made "folder" marker, not a log file.
-            objects.retain(|o| !o.key.ends_with('/'));
-            objects.sort();
-            Ok(objects)
-        })
-        .buffered(max_concurrent.max(1))
+    let lists = futures::stream::iter(prefixes).map(move |p| async move {
+        let (_, mut objects) = list_level(s3, bucket, &p).await?;
+        // A key ending in '/' is a console-made "folder" marker, not a log file.
+        objects.retain(|o| !o.key.ends_with('/'));
+        objects.sort();
+        Ok(objects)
+    });
+    let max_concurrent = max_concurrent.max(1);
+    in_order(lists, max_concurrent).window(LIST_WINDOW * max_concurrent)
 }
 
 #[cfg(test)]

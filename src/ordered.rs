@@ -7,8 +7,9 @@
 //! has a tail (most small GETs answer in ~20 ms, a few in hundreds), so with
 //! `buffered` every slow GET stalls all the others behind it. Here `limit` counts only
 //! the futures *running*: finished ones wait for their turn aside, so the other slots
-//! keep fetching. What bounds those waiting outputs is the caller's business (the
-//! pipeline's fetch budget, taken in order before each GET starts, also counts them).
+//! keep fetching. Those waiting outputs are bounded by [`InOrder::window`] when given
+//! (the LISTs of the day's folders), or by the caller (the pipeline's fetch budget,
+//! taken in order before each GET starts, also counts the GETs waiting).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -33,6 +34,7 @@ where
     /// Position of the next output to yield.
     next_out: u64,
     limit: usize,
+    window: usize,
 }
 
 /// Runs up to `limit` (at least 1) of `futures` at once, yielding their outputs in
@@ -49,6 +51,7 @@ where
         next_in: 0,
         next_out: 0,
         limit: limit.max(1),
+        window: usize::MAX,
     }
 }
 
@@ -57,6 +60,13 @@ where
     St: Stream,
     St::Item: Future,
 {
+    /// Starts no future more than `window` (at least the limit) positions after the
+    /// oldest output not yet yielded: at most `window` outputs are running or waiting.
+    pub fn window(mut self, window: usize) -> Self {
+        self.window = window.max(self.limit);
+        self
+    }
+
     /// Futures running now.
     pub fn running(&self) -> usize {
         self.running.len()
@@ -78,7 +88,9 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = Pin::into_inner(self);
         loop {
-            while this.running.len() < this.limit {
+            while this.running.len() < this.limit
+                && this.running.len() + this.finished.len() < this.window
+            {
                 match this.source.as_mut().poll_next(cx) {
                     Poll::Ready(Some(future)) => {
                         this.running.push(join(ready(this.next_in), future));
@@ -152,6 +164,43 @@ mod tests {
             out[1..].iter().all(|o| o.1 < first_done),
             "the later futures waited for the slow one"
         );
+    }
+
+    /// A window bounds the outputs running or waiting behind a slow one.
+    #[tokio::test(start_paused = true)]
+    async fn a_window_bounds_what_waits_behind_a_slow_future() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let futures = futures::stream::iter(0..40u64).map(|i| {
+            let started = started.clone();
+            async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                let ms = if i % 10 == 0 { 1_000 } else { 10 };
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                i
+            }
+        });
+        let mut stream = in_order(futures, 3).window(7);
+        let mut yielded = 0;
+        while let Some(i) = stream.next().await {
+            assert_eq!(i, yielded);
+            yielded += 1;
+            let ahead = started.load(Ordering::SeqCst) - yielded as usize;
+            assert!(ahead < 7, "{ahead} started beyond the window");
+            assert!(stream.running() <= 3);
+        }
+        assert_eq!(yielded, 40);
+        // Behind each slow one, the window filled: 6 started after it before it ended.
+        let mut stream = in_order(
+            futures::stream::iter(0..10u64).map(|i| async move {
+                let ms = if i == 0 { 1_000 } else { 10 };
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                i
+            }),
+            3,
+        )
+        .window(7);
+        assert_eq!(stream.next().await, Some(0));
+        assert_eq!((stream.running(), stream.waiting()), (0, 6));
     }
 
     /// With every future equally fast the stream keeps `limit` running, so `n` of
