@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! listing ─▶ GETs: ≤ max_concurrent_gets running, ≤ FETCH_BUDGET bytes held, key order
+//!                  (≤ GET_WINDOW × max_concurrent_gets started past the oldest one
+//!                  not yet handed on)
 //!         ─▶ [thread 1] gunzip + record scan → blocks of NDJSON lines
 //!         ─▶ [thread 2] gzip into chunks, handed out in UPLOAD_PART_BYTES pieces
 //!         ─▶ uploads: PutObject, or a multipart upload started with a chunk's first full
@@ -51,6 +53,9 @@ pub const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;
 /// Size of the blocks of NDJSON lines passed from the scanner to the compressor (and
 /// handed back empty for reuse).
 const LINES_BLOCK: usize = 256 * 1024;
+/// How many GETs, in multiples of `max_concurrent_gets`, may be started past the
+/// oldest file not yet handed to the scanner. At 25 ms per GET, 16 × 128 covers a GET ~400 ms late.
+const GET_WINDOW: usize = 16;
 /// Batches of fetched files waiting for the scanner, beyond those in flight.
 const FILE_QUEUE: usize = 4;
 /// Blocks of lines waiting for the compressor.
@@ -506,8 +511,11 @@ pub async fn aggregate_day(
                 fetch(&getter, o, permit).await
             });
         // Up to `max_concurrent_gets` running: a slow GET holds back its own file,
-        // not the GETs after it (see `ordered`).
+        // not the GETs after it (see `ordered`). The budget bounds the bytes waiting;
+        // the window bounds the GETs started past a stuck one even when they fail
+        // (a failed GET holds no budget).
         let stream = crate::ordered::in_order(stream, cfg.max_concurrent_gets)
+            .window(GET_WINDOW * cfg.max_concurrent_gets)
             // The files ready at once go to the scanner together: one wake-up of its
             // thread instead of one per file.
             .ready_chunks(cfg.max_concurrent_gets);
