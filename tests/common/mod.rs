@@ -57,22 +57,39 @@ impl S3 {
     /// `x-amz-expected-bucket-owner` header names another owner than `owner` or, with
     /// `refuse_lean`, any GetObject the SDK did not send.
     pub fn recording(owner: Option<&str>, refuse_lean: bool) -> (S3, Seen) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let fs = s3s_fs::FileSystem::new(dir.path()).expect("s3s-fs");
         let seen: Seen = Arc::new(Mutex::new(Vec::new()));
-        let mut b = S3ServiceBuilder::new(fs);
-        b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-        b.set_access(Recorder {
+        let s3 = S3::with_access(Recorder {
             owner: owner.map(str::to_string),
             refuse_lean,
             seen: seen.clone(),
         });
-        let s3 = S3 {
+        (s3, seen)
+    }
+
+    /// A server over a new temporary folder that holds one request back, as a slow S3
+    /// answer would (see [`Hold`]).
+    pub fn holding(hold: Hold) -> (S3, Arc<Held>) {
+        let held = Arc::new(Held::default());
+        let s3 = S3::with_access(Holder {
+            hold,
+            held: held.clone(),
+        });
+        (s3, held)
+    }
+
+    /// A server over a new temporary folder whose requests, once their signature is
+    /// verified, go through `access`.
+    fn with_access(access: impl s3s::access::S3Access) -> S3 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = s3s_fs::FileSystem::new(dir.path()).expect("s3s-fs");
+        let mut b = S3ServiceBuilder::new(fs);
+        b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        b.set_access(access);
+        S3 {
             root: dir.path().to_path_buf(),
             _dir: Some(dir),
             service: b.build(),
-        };
-        (s3, seen)
+        }
     }
 
     /// An SDK configuration whose HTTP client is the in-process server, for building
@@ -347,5 +364,54 @@ pub fn assert_lines(got: &[u8], want: &[Expected]) {
                 assert!(!line.contains(&b'\r'));
             }
         }
+    }
+}
+
+/// Which request a holding server holds back, and until when: the first request of
+/// operation `op` whose URI (with `%2F` read as `/`) contains `target` waits until
+/// `others` more requests of that operation have been let through, or for `at_most`.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    pub op: &'static str,
+    pub target: String,
+    pub others: usize,
+    pub at_most: std::time::Duration,
+}
+
+/// What a holding server saw.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Whether the target request came (and was held).
+    pub held: std::sync::atomic::AtomicBool,
+    /// Requests of the same operation let through while it was held.
+    pub passed: std::sync::atomic::AtomicUsize,
+    /// Whether it has been let go.
+    pub released: std::sync::atomic::AtomicBool,
+}
+
+struct Holder {
+    hold: Hold,
+    held: Arc<Held>,
+}
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for Holder {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if cx.s3_op().name() != self.hold.op {
+            return Ok(());
+        }
+        let uri = cx.uri().to_string().replace("%2F", "/");
+        let h = &self.held;
+        if uri.contains(&self.hold.target) && !h.held.swap(true, SeqCst) {
+            let until = tokio::time::Instant::now() + self.hold.at_most;
+            while h.passed.load(SeqCst) < self.hold.others && tokio::time::Instant::now() < until {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            h.released.store(true, SeqCst);
+        } else if h.held.load(SeqCst) && !h.released.load(SeqCst) {
+            h.passed.fetch_add(1, SeqCst);
+        }
+        Ok(())
     }
 }
