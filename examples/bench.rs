@@ -13,7 +13,8 @@
 //! - `seed`:  ~3,900 files (~44 % under 1 KB), ~17,000 records: the seed's day;
 //! - `small`: ~1,000 files, ~20 MB of NDJSON: the flatness check's small day;
 //! - `org`:   ~100,000 files over 200 accounts × 17 regions, ~2 GB of NDJSON;
-//! - `big`:   one delivery file of ~1 GB uncompressed.
+//! - `big`:   one delivery file of ~1 GB uncompressed;
+//! - `busy`:  136 files of ~1 MB gzip (a busy account's day, ~800 MB of NDJSON).
 //!
 //! Options: `--shapes seed,org,big` (default `seed`), `--latency-ms 25`, `--runs 3`,
 //! `--data target/bench-data`, `--seed-algorithm` (also run, once each, the seed's
@@ -169,6 +170,10 @@ fn shape_plan(shape: &str) -> (usize, usize, u64) {
         "org" => (200, 29, 53),
         // 2 accounts × 17 regions × 29 files = 986 files (~20 MB).
         "small" => (2, 29, 53),
+        // 1 account × 17 regions × 8 files = 136 files of up to 16,000 records (a busy
+        // account's 5-minute files, ~1 MB gzip each): a day held back by the fetch
+        // budget rather than by the number of files (~800 MB).
+        "busy" => (1, 8, 16_000),
         other => panic!("unknown shape {other}"),
     }
 }

@@ -44,9 +44,11 @@ use crate::writer::{self, ChunkEntry, Manifest};
 /// Objects larger than this are streamed rather than fetched whole.
 pub const STREAM_THRESHOLD: u64 = 4 * 1024 * 1024;
 /// Bytes of fetched-but-unread source objects held at once (streamed objects count
-/// as `STREAM_THRESHOLD`). 16 MiB in flight at ~25 ms per GET is ~600 MB/s of fetching,
-/// well beyond what the scanner reads.
-pub const FETCH_BUDGET: u64 = 16 * 1024 * 1024;
+/// as `STREAM_THRESHOLD`). 8 MiB at ~25 ms per GET is ~300 MB/s of fetching, and covers
+/// a GET ~0.5 s late at the ~15 MB/s of gzip the scanner reads; it binds on days of
+/// large files (a busy account's ~1 MB files): there 16 MiB gave 50 MiB of peak RSS and
+/// 8 MiB 38 MiB at the same speed; 4 MiB 33 MiB but 6 % slower at 25 ms (BENCHMARKS.md).
+pub const FETCH_BUDGET: u64 = 8 * 1024 * 1024;
 /// Size of the multipart upload parts of a chunk: S3's minimum, 5 MiB, as a part is
 /// held in memory while it fills and while it is uploaded.
 pub const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;

@@ -5,6 +5,7 @@ mod common;
 use std::collections::HashMap;
 
 use aws_sdk_s3::Client;
+use cloudtrail_aggregator::pipeline::{FETCH_BUDGET, STREAM_THRESHOLD};
 use cloudtrail_aggregator::{aggregate_day, Config, Day, Error, RunOptions};
 use common::*;
 
@@ -761,4 +762,56 @@ async fn a_slow_list_holds_back_its_folder_within_the_window() {
     let mut cfg = config(64 << 20);
     cfg.max_concurrent_lists = 2;
     assert_eq!(run_holding(hold, &files, &cfg).await, 2 * 2 - 1);
+}
+
+/// Fetched files wait for the scanner within the fetch budget: while the server holds
+/// the first of twelve ~1 MB files, only as many later ones are fetched as fit in
+/// FETCH_BUDGET beside it (with 16 GETs allowed at a time, so the budget is what binds).
+#[tokio::test]
+async fn fetched_files_wait_within_the_byte_budget() {
+    // Random hex: each file is ~1 MB of gzip, fetched whole (under the streaming
+    // threshold).
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let blob: String = (0..1_900_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from_digit((state & 15) as u32, 16).unwrap()
+        })
+        .collect();
+    let mut files: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|n| {
+            let rec = format!("{{\"eventID\":\"{n}\",\"blob\":\"{blob}\"}}");
+            let key = log_key("AWSLogs/", "111111111111", "us-east-1", DAY, n);
+            (key, gzip(&delivery(&[rec])))
+        })
+        .collect();
+    files.sort();
+    let kib = |f: &(String, Vec<u8>)| f.1.len() as u64 / 1024;
+    let sizes: Vec<u64> = files.iter().map(kib).collect();
+    assert!(
+        sizes
+            .iter()
+            .all(|&k| k > 900 && k * 1024 < STREAM_THRESHOLD),
+        "{sizes:?}"
+    );
+    // The held file's permit plus those of the files fetched after it.
+    let budget_kib = FETCH_BUDGET / 1024;
+    let mut fit = 0;
+    let mut used = sizes[0];
+    while fit + 1 < sizes.len() && used + sizes[fit + 1] <= budget_kib {
+        used += sizes[fit + 1];
+        fit += 1;
+    }
+    assert!(fit < files.len() - 1, "the budget must bind in this test");
+    let hold = Hold {
+        op: "GetObject",
+        target: files[0].0.clone(),
+        others: files.len() - 1,
+        at_most: std::time::Duration::from_secs(3),
+    };
+    let mut cfg = config(64 << 20);
+    cfg.max_concurrent_gets = 16;
+    assert_eq!(run_holding(hold, &files, &cfg).await, fit);
 }
