@@ -3,7 +3,7 @@
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut;
-use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_s3::config::{ConfigBag, Intercept, RequestChecksumCalculation, RuntimeComponents};
 use aws_sdk_s3::error::BoxError;
 use aws_sdk_s3::Client;
 
@@ -53,12 +53,21 @@ impl Intercept for ExpectedBucketOwner {
     }
 }
 
-/// An S3 client for `cfg`. When an endpoint override is set, S3 is addressed
-/// path-style, so that any S3-compatible server on loopback works without wildcard
-/// DNS.
+/// An S3 client for `cfg`.
+///
+/// When an endpoint override is set (an S3-compatible server), S3 is addressed
+/// path-style, so that any server on loopback works without wildcard DNS, and
+/// uploads carry a checksum only where the operation requires one, unless
+/// `AWS_REQUEST_CHECKSUM_CALCULATION` (or the profile's `request_checksum_calculation`)
+/// says otherwise: the SDK's default since 2025, a CRC32 on every PutObject and
+/// UploadPart, is refused by several S3-compatible stores. Against AWS the SDK's
+/// default stands.
 pub fn s3_client(sdk: &SdkConfig, cfg: &Config) -> Client {
-    let path_style = endpoint_override().is_some() || sdk.endpoint_url().is_some();
-    let mut conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(path_style);
+    let compatible = endpoint_override().is_some() || sdk.endpoint_url().is_some();
+    let mut conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(compatible);
+    if compatible && sdk.request_checksum_calculation().is_none() {
+        conf = conf.request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+    }
     if let Some(owner) = &cfg.expected_bucket_owner {
         conf = conf.interceptor(ExpectedBucketOwner(owner.clone()));
     }

@@ -815,3 +815,51 @@ async fn fetched_files_wait_within_the_byte_budget() {
     cfg.max_concurrent_gets = 16;
     assert_eq!(run_holding(hold, &files, &cfg).await, fit);
 }
+
+/// Against an S3-compatible endpoint the uploads carry no optional checksum, which
+/// several S3-compatible stores refuse (the SDK adds a CRC32 to every PutObject by
+/// default), unless the configuration asks for one — then they do, as on AWS.
+#[tokio::test]
+async fn uploads_to_an_s3_compatible_endpoint_carry_no_optional_checksum() {
+    use aws_sdk_s3::config::RequestChecksumCalculation;
+    let (server, seen) = S3::recording(None, false);
+    let plain = server.client();
+    create_bucket(&plain, SRC).await;
+    create_bucket(&plain, DST).await;
+    let want = put_files(
+        &plain,
+        &generated("AWSLogs/", "111111111111", "us-east-1", 3, 2),
+    )
+    .await;
+    let cfg = config(64 << 20);
+    let puts = |sdk: aws_config::SdkConfig| {
+        let (seen, cfg) = (seen.clone(), cfg.clone());
+        async move {
+            seen.lock().unwrap().clear();
+            let s3 = cloudtrail_aggregator::aws::s3_client(&sdk, &cfg);
+            aggregate_day(&s3, &cfg, day(), RunOptions::default())
+                .await
+                .unwrap();
+            let requests = std::mem::take(&mut *seen.lock().unwrap());
+            let puts: Vec<Option<String>> = requests
+                .into_iter()
+                .filter(|r| r.op == "PutObject")
+                .map(|r| r.checksum)
+                .collect();
+            // The chunk and the manifest.
+            assert_eq!(puts.len(), 2, "{puts:?}");
+            puts
+        }
+    };
+    assert_eq!(puts(server.sdk_config()).await, [None, None]);
+    assert_lines(&output(&plain).await.1, &want);
+
+    let asked = server
+        .sdk_config()
+        .into_builder()
+        .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
+        .build();
+    let with = puts(asked).await;
+    assert!(with.iter().all(|c| c.is_some()), "{with:?}");
+    assert_lines(&output(&plain).await.1, &want);
+}

@@ -155,6 +155,9 @@ pub struct Request {
     /// Whether the SDK sent it (it carries `amz-sdk-invocation-id`); the aggregator's
     /// lean GETs do not.
     pub sdk: bool,
+    /// Its `x-amz-sdk-checksum-algorithm` header, or the name of an `x-amz-checksum-*`
+    /// header it carries.
+    pub checksum: Option<String>,
 }
 
 pub type Seen = Arc<Mutex<Vec<Request>>>;
@@ -178,6 +181,12 @@ impl s3s::access::S3Access for Recorder {
             op: cx.s3_op().name().to_string(),
             owner: header("x-amz-expected-bucket-owner"),
             sdk: header("amz-sdk-invocation-id").is_some(),
+            checksum: header("x-amz-sdk-checksum-algorithm").or_else(|| {
+                cx.headers()
+                    .keys()
+                    .find(|k| k.as_str().starts_with("x-amz-checksum-"))
+                    .map(|k| k.to_string())
+            }),
         };
         self.seen.lock().unwrap().push(request.clone());
         match (&self.owner, &request.owner) {
