@@ -22,6 +22,14 @@ pub const ACCESS_KEY: &str = "AKIDTESTTESTTEST";
 pub const SECRET_KEY: &str = "secret-for-tests-only";
 pub const REGION: &str = "us-east-1";
 
+/// The s3s service over `root`, verifying SigV4 with the tests' credentials.
+fn builder(root: &Path) -> S3ServiceBuilder {
+    let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs");
+    let mut b = S3ServiceBuilder::new(fs);
+    b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    b
+}
+
 /// An S3 server backed by a folder.
 pub struct S3 {
     pub root: PathBuf,
@@ -42,13 +50,10 @@ impl S3 {
     /// A server over `root` (kept after the server is gone).
     pub fn at(root: &Path) -> S3 {
         std::fs::create_dir_all(root).expect("create root");
-        let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs");
-        let mut b = S3ServiceBuilder::new(fs);
-        b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         S3 {
             root: root.to_path_buf(),
             _dir: None,
-            service: b.build(),
+            service: builder(root).build(),
         }
     }
 
@@ -81,9 +86,7 @@ impl S3 {
     /// verified, go through `access`.
     fn with_access(access: impl s3s::access::S3Access) -> S3 {
         let dir = tempfile::tempdir().expect("tempdir");
-        let fs = s3s_fs::FileSystem::new(dir.path()).expect("s3s-fs");
-        let mut b = S3ServiceBuilder::new(fs);
-        b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let mut b = builder(dir.path());
         b.set_access(access);
         S3 {
             root: dir.path().to_path_buf(),
