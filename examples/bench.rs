@@ -7,14 +7,17 @@
 //! another child process, so that its CPU time and peak RSS are its own. Each run's
 //! output is checked (record count and a digest of the NDJSON) against what the
 //! generator wrote. The floor — gunzip of the sources plus gzip of the NDJSON on one
-//! core, measured in the same run — is reported beside it.
+//! core, measured in the same run — is reported beside it, and so is the CPU the
+//! server used during each run (it shares the machine's cores with the aggregator).
 //!
 //! Shapes:
 //! - `seed`:  ~3,900 files (~44 % under 1 KB), ~17,000 records: the seed's day;
 //! - `small`: ~1,000 files, ~20 MB of NDJSON: the flatness check's small day;
 //! - `org`:   ~100,000 files over 200 accounts × 17 regions, ~2 GB of NDJSON;
 //! - `big`:   one delivery file of ~1 GB uncompressed;
-//! - `busy`:  136 files of ~1 MB gzip (a busy account's day, ~800 MB of NDJSON).
+//! - `busy`:  136 files of ~1 MB gzip (a busy account's day, ~800 MB of NDJSON);
+//! - `wide`:  ~100,000 files over 1,000 accounts × 17 regions, 6 per folder, ~2 GB:
+//!   an organisation of many quiet accounts (18,000 LISTs).
 //!
 //! Options: `--shapes seed,org,big` (default `seed`), `--latency-ms 25`, `--runs 3`,
 //! `--data target/bench-data`, `--seed-algorithm` (also run, once each, the seed's
@@ -174,6 +177,9 @@ fn shape_plan(shape: &str) -> (usize, usize, u64) {
         // account's 5-minute files, ~1 MB gzip each): a day held back by the fetch
         // budget rather than by the number of files (~800 MB).
         "busy" => (1, 8, 16_000),
+        // 1,000 accounts × 17 regions × 6 files = 102,000 files (~2 GB): an organisation
+        // of many quiet accounts, where the 18,000 LISTs weigh as much as the GETs.
+        "wide" => (1000, 6, 53),
         other => panic!("unknown shape {other}"),
     }
 }
@@ -408,6 +414,24 @@ async fn serve(root: PathBuf, port: u16, latency: Latency) {
                 .serve_connection(TokioIo::new(socket), svc)
                 .await;
         });
+    }
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat`.
+fn process_cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (in parentheses, may hold spaces) start with
+    // field 3, the state; utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    match (field(14), field(15)) {
+        (Some(u), Some(s)) => (u + s) as f64 / ticks,
+        _ => f64::NAN,
     }
 }
 
@@ -803,8 +827,8 @@ fn main() {
         "machine: {cpus} CPUs; {}; {runs} runs per shape (medians)",
         latency.describe()
     );
-    println!("| shape | files | records | NDJSON MB | wall s | files/s | MB/s written | CPU s | CPU s/GB | floor CPU s | CPU/floor | peak RSS MiB | S3 requests (GET/PUT/LIST/other) | output |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| shape | files | records | NDJSON MB | wall s | files/s | MB/s written | CPU s | CPU s/GB | floor CPU s | CPU/floor | peak RSS MiB | S3 requests (GET/PUT/LIST/other) | server CPU s | output |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for shape in shapes.split(',') {
         let (dir, meta) = ensure_data(shape, &data);
         // Start the server over this shape's folder.
@@ -825,10 +849,12 @@ fn main() {
         let port: u16 = line.trim().parse().expect("server port");
         let floor_cpu = floor(&dir);
         let (mut walls, mut cpus_s, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+        let mut server_cpus = Vec::new();
         let mut requests = [0u64; 4];
         let mut verdict = "ok".to_string();
         for _ in 0..runs {
             let before = server_stats(port);
+            let server_cpu_before = process_cpu_s(server.id());
             let mut cmd = child(&exe, port);
             cmd.arg("agg");
             let (u, out) = run_measured(&mut cmd);
@@ -842,6 +868,7 @@ fn main() {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(u.max_rss_kib);
             let after = server_stats(port);
+            server_cpus.push(process_cpu_s(server.id()) - server_cpu_before);
             for i in 0..4 {
                 requests[i] = after[i] - before[i];
             }
@@ -905,7 +932,7 @@ fn main() {
         let (wall, cpu, peak) = (median(walls), median(cpus_s), median(rss));
         let gb = meta.ndjson_bytes as f64 / 1e9;
         println!(
-            "| {shape} | {} | {} | {:.0} | {:.2} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {}/{}/{}/{} | {verdict} |",
+            "| {shape} | {} | {} | {:.0} | {:.2} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {}/{}/{}/{} | {:.1} | {verdict} |",
             meta.files,
             meta.records,
             meta.ndjson_bytes as f64 / 1e6,
@@ -918,6 +945,7 @@ fn main() {
             cpu / floor_cpu,
             peak,
             requests[0], requests[1], requests[2], requests[3],
+            median(server_cpus),
         );
         if !seed_rows.is_empty() {
             println!();
