@@ -885,6 +885,7 @@ fn main() {
         }
         // The seed's algorithm on the same data and server, once per variant.
         let mut seed_rows = Vec::new();
+        let mut seed_wrong = false;
         let seed_all = args.iter().any(|a| a == "--seed-algorithm-all");
         let seed_alg = seed_all || args.iter().any(|a| a == "--seed-algorithm");
         if seed_alg && !seed_all && meta.files > SEED_ALGORITHM_MAX_FILES {
@@ -911,6 +912,7 @@ fn main() {
                 let ok = if v.get(1) == Some(&meta.records) {
                     "ok"
                 } else {
+                    seed_wrong = true;
                     "WRONG record count"
                 };
                 seed_rows.push(format!(
@@ -955,7 +957,8 @@ fn main() {
                 println!("{row}");
             }
         }
-        if verdict != "ok" {
+        // A wrong answer fails the benchmark (and CI's smoke run of it).
+        if verdict != "ok" || seed_wrong {
             std::process::exit(1);
         }
     }
