@@ -740,7 +740,8 @@ fn check_output(dir: &Path) -> (u64, u64, usize) {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    // total_cmp: a value that could not be read (NaN) sorts last instead of panicking.
+    v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n % 2 == 1 {
         v[n / 2]
