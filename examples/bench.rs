@@ -392,7 +392,12 @@ async fn serve(root: PathBuf, port: u16, latency: Latency) {
                         if req.uri().path() == "/__bench/stats" {
                             let c: Vec<u64> =
                                 counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-                            let body = format!("{} {} {} {}", c[0], c[1], c[2], c[3]);
+                            // The server's own CPU so far (all its threads).
+                            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+                            // SAFETY: getrusage fills the struct it is given.
+                            unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+                            let cpu = seconds(ru.ru_utime) + seconds(ru.ru_stime);
+                            let body = format!("{} {} {} {} {cpu:.6}", c[0], c[1], c[2], c[3]);
                             return Ok(hyper::Response::new(s3s::Body::from(body)));
                         }
                         let q = req.uri().query().unwrap_or("");
@@ -417,36 +422,24 @@ async fn serve(root: PathBuf, port: u16, latency: Latency) {
     }
 }
 
-/// CPU seconds (user + system) a process has used so far, from `/proc/PID/stat`.
-fn process_cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name (in parentheses, may hold spaces) start with
-    // field 3, the state; utime and stime are fields 14 and 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    match (field(14), field(15)) {
-        (Some(u), Some(s)) => (u + s) as f64 / ticks,
-        _ => f64::NAN,
-    }
+/// Seconds in a `timeval`.
+fn seconds(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
 }
 
-fn server_stats(port: u16) -> [u64; 4] {
+/// The server's request counts (GET, PUT, LIST, other) and its CPU seconds so far.
+fn server_stats(port: u16) -> ([u64; 4], f64) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(b"GET /__bench/stats HTTP/1.0\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    let v: Vec<u64> = body
+    let v: Vec<f64> = body
         .split_whitespace()
         .map(|x| x.parse().unwrap())
         .collect();
-    [v[0], v[1], v[2], v[3]]
+    ([v[0] as u64, v[1] as u64, v[2] as u64, v[3] as u64], v[4])
 }
 
 // ---------------------------------------------------------------- aggregation child
@@ -594,16 +587,15 @@ fn run_measured(cmd: &mut Command) -> (Usage, std::process::Output) {
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     assert_eq!(r, pid, "wait4");
     let wall = t.elapsed().as_secs_f64();
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     let usage = Usage {
         wall,
-        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        cpu: seconds(ru.ru_utime) + seconds(ru.ru_stime),
         max_rss_kib: ru.ru_maxrss as u64,
     };
     eprintln!(
         "  run: wall {wall:.2}s user {:.2}s sys {:.2}s",
-        tv(ru.ru_utime),
-        tv(ru.ru_stime)
+        seconds(ru.ru_utime),
+        seconds(ru.ru_stime)
     );
     let output = std::process::Output {
         status: std::os::unix::process::ExitStatusExt::from_raw(status),
@@ -740,7 +732,6 @@ fn check_output(dir: &Path) -> (u64, u64, usize) {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    // total_cmp: a value that could not be read (NaN) sorts last instead of panicking.
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
     if n % 2 == 1 {
@@ -854,8 +845,7 @@ fn main() {
         let mut requests = [0u64; 4];
         let mut verdict = "ok".to_string();
         for _ in 0..runs {
-            let before = server_stats(port);
-            let server_cpu_before = process_cpu_s(server.id());
+            let (before, server_cpu_before) = server_stats(port);
             let mut cmd = child(&exe, port);
             cmd.arg("agg");
             let (u, out) = run_measured(&mut cmd);
@@ -868,8 +858,8 @@ fn main() {
                 .next()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(u.max_rss_kib);
-            let after = server_stats(port);
-            server_cpus.push(process_cpu_s(server.id()) - server_cpu_before);
+            let (after, server_cpu_after) = server_stats(port);
+            server_cpus.push(server_cpu_after - server_cpu_before);
             for i in 0..4 {
                 requests[i] = after[i] - before[i];
             }
