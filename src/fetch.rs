@@ -1,20 +1,22 @@
-//! GETs of the day's source objects.
+//! Reads of the source bucket: GETs of the day's objects and pages of its listing.
 //!
-//! A day is up to ~100,000 GetObject calls for files of a few KB. Through the SDK,
-//! each call costs about 0.1 ms of CPU in its orchestration — interceptors, endpoint
-//! rules, configuration layers, response deserialisation, signing — as much as
-//! gunzipping the file it fetches. So the SDK sends the first GET of a run and, on the
-//! way, the [`Learn`] interceptor notes what it resolved for the bucket: the endpoint,
-//! the SigV4 signing scope, the `x-amz-expected-bucket-owner` header and the HTTP
-//! connector (the SDK's own, with its connection pool, TLS and timeouts). The later
-//! GETs are that same request — `GET {endpoint}/{key}`, signed by [`crate::sigv4`]
-//! with the credentials from the SDK's own identity cache — sent straight on that
-//! connector.
+//! A day is up to ~100,000 GetObject calls for files of a few KB, and a LIST per
+//! account and region. Through the SDK, each call costs about 0.1 ms of CPU in its
+//! orchestration — interceptors, endpoint rules, configuration layers, response
+//! deserialisation, signing — as much as gunzipping the file it fetches. So the SDK
+//! sends the first request of a run and, on the way, the [`Learn`] interceptor notes
+//! what it resolved for the bucket: the endpoint, the SigV4 signing scope, the
+//! `x-amz-expected-bucket-owner` header and the HTTP connector (the SDK's own, with its
+//! connection pool, TLS and timeouts). The later requests are the same requests —
+//! `GET {endpoint}/{key}` for an object, `GET {endpoint}/?delimiter=%2F&list-type=2&
+//! prefix=…` for a page of a listing — signed by [`crate::sigv4`] with the credentials
+//! from the SDK's own identity cache and sent straight on that connector.
 //!
 //! Anything other than a `200 OK` on that lean path (an error status, a connection
-//! error, a timeout) sends the object back through the SDK, with its retries and its
-//! typed error naming `s3://bucket/key`, and turns the lean path off for the rest of
-//! the run. So the lean path can make a run faster but never changes what it reads or
+//! error, a timeout) sends the request back through the SDK, with its retries and its
+//! typed error naming `s3://bucket/key`, and turns that lean path (GETs or LISTs) off
+//! for the rest of the run; so does a listing page that [`crate::listing`] does not
+//! accept. So the lean path can make a run faster but never changes what it reads or
 //! how a failure is reported. Objects that are streamed (see
 //! [`crate::pipeline::STREAM_THRESHOLD`]) always go through the SDK.
 
@@ -42,14 +44,14 @@ use bytes::Bytes;
 use tracing::info;
 
 use crate::error::Error;
-use crate::sigv4::{Keys, Signer};
+use crate::sigv4::{encode_query_value, Keys, Signer};
 
-/// The longest a lean GET may take before the object is fetched through the SDK.
+/// The longest a lean request may take before it is sent through the SDK.
 const LEAN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The header CloudTrail buckets are commonly protected with (see `aws.rs`).
 const OWNER_HEADER: &str = "x-amz-expected-bucket-owner";
 
-/// What the SDK resolved for GETs of the source bucket.
+/// What the SDK resolved for requests to the source bucket.
 #[derive(Debug)]
 struct Lean {
     /// `scheme://authority` of the bucket's endpoint.
@@ -70,13 +72,13 @@ struct Lean {
 
 type Slot = Arc<Mutex<Option<Arc<Lean>>>>;
 
-/// Notes, from the first GET the SDK sends, what a lean GET needs.
+/// Notes, from the first request the SDK sends, what a lean request needs.
 #[derive(Debug)]
 struct Learn(Slot);
 
 impl Intercept for Learn {
     fn name(&self) -> &'static str {
-        "LearnLeanGet"
+        "LearnLeanRequests"
     }
 
     fn read_before_transmit(
@@ -95,7 +97,7 @@ impl Intercept for Learn {
     }
 }
 
-/// The lean GET's parts, or `None` when this request is not one it can repeat (not
+/// The lean path's parts, or `None` when this request is not one it can repeat (not
 /// plain SigV4 with headers, an endpoint with headers of its own, no HTTP client).
 fn learn(
     context: &BeforeTransmitInterceptorContextRef<'_>,
@@ -167,53 +169,157 @@ fn encode_key(key: &str) -> String {
     aws_smithy_http::label::fmt_string(key, aws_smithy_http::label::EncodingStrategy::Greedy)
 }
 
-/// Why a lean GET did not return the object (it is then fetched through the SDK).
+/// Why a lean request did not succeed (the SDK then sends it).
 #[derive(Debug)]
-struct LeanFailed(String);
+pub struct LeanFailed(pub String);
 
-/// GETs the objects of one bucket: the SDK for the first, the lean path after.
-pub struct Getter {
+impl Lean {
+    /// The identity the SDK signs with, from its identity cache.
+    async fn identity(&self) -> Result<Identity, LeanFailed> {
+        self.components
+            .identity_cache()
+            .resolve_cached_identity(self.identity.clone(), &self.components, &ConfigBag::base())
+            .await
+            .map_err(|e| LeanFailed(format!("credentials: {e}")))
+    }
+
+    /// `GET {endpoint}{path}?{query}` (`path` after the endpoint's own path, encoded;
+    /// `query` canonical, see [`Signer::sign_get`]), signed; the body of a `200 OK`.
+    async fn send(&self, path: &str, query: &str) -> Result<Bytes, LeanFailed> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| LeanFailed(format!("{what}: {e}"));
+        let identity = self.identity().await?;
+        let credentials = identity
+            .data::<Credentials>()
+            .filter(|c| c.access_key_id() == self.access_key_id)
+            .ok_or_else(|| {
+                LeanFailed("the SDK signed with other credentials than its cache gives".into())
+            })?;
+        let path = format!("{}{path}", self.base_path);
+        let amz_date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+        let keys = Keys {
+            access_key_id: credentials.access_key_id(),
+            secret_access_key: credentials.secret_access_key(),
+            session_token: credentials.session_token(),
+        };
+        let signed = self.signer.lock().expect("not poisoned").sign_get(
+            keys,
+            &self.host,
+            &path,
+            query,
+            self.owner.as_deref(),
+            &amz_date,
+        );
+        let mut request = HttpRequest::new(SdkBody::empty());
+        let uri = if query.is_empty() {
+            format!("{}{path}", self.origin)
+        } else {
+            format!("{}{path}?{query}", self.origin)
+        };
+        request.set_uri(uri).map_err(|e| failed("URL", &e))?;
+        let headers = request.headers_mut();
+        for (name, value) in signed {
+            headers.insert(name, value);
+        }
+        let response = tokio::time::timeout(LEAN_TIMEOUT, async {
+            let response = self
+                .connector
+                .call(request)
+                .await
+                .map_err(|e| failed("request", &aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            let status = response.status().as_u16();
+            if status != 200 {
+                return Err(LeanFailed(format!("HTTP status {status}")));
+            }
+            ByteStream::new(response.into_body())
+                .collect()
+                .await
+                .map(|b| b.into_bytes())
+                .map_err(|e| failed("reading the body", &e))
+        })
+        .await;
+        response.unwrap_or_else(|_| Err(LeanFailed("timed out".into())))
+    }
+}
+
+/// One lean path (GETs or LISTs): on until its first failure.
+#[derive(Debug, Default)]
+struct Path {
+    off: AtomicBool,
+    sent: AtomicU64,
+}
+
+impl Path {
+    fn turn_off(&self, what: &str, url: &str, why: &str) {
+        if !self.off.swap(true, Ordering::Relaxed) {
+            info!(
+                url,
+                reason = why,
+                "lean {what} failed; this and later ones go through the SDK"
+            );
+        }
+    }
+}
+
+/// Reads of the source bucket — GETs of objects and pages of delimited listings: the
+/// SDK for the first request, the lean path after.
+pub struct Source {
     sdk: Client,
     bucket: String,
     lean: Slot,
-    off: AtomicBool,
-    lean_gets: AtomicU64,
+    gets: Path,
+    lists: Path,
 }
 
-impl Getter {
-    /// A getter for `bucket` through `s3`'s configuration (and connection pool).
-    pub fn new(s3: &Client, bucket: &str) -> Getter {
+impl Source {
+    /// Reads of `bucket` through `s3`'s configuration (and connection pool).
+    pub fn new(s3: &Client, bucket: &str) -> Source {
         let lean: Slot = Arc::default();
         let conf = s3.config().to_builder().interceptor(Learn(lean.clone()));
-        Getter {
+        Source {
             sdk: Client::from_conf(conf.build()),
             bucket: bucket.to_string(),
             lean,
-            off: AtomicBool::new(false),
-            lean_gets: AtomicU64::new(0),
+            gets: Path::default(),
+            lists: Path::default(),
         }
     }
 
-    /// How many objects came by the lean path so far.
-    pub fn lean_gets(&self) -> u64 {
-        self.lean_gets.load(Ordering::Relaxed)
+    /// The SDK client (it teaches the lean path what it sends).
+    pub fn sdk(&self) -> &Client {
+        &self.sdk
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// How many GETs and LIST pages went by the lean path so far.
+    pub fn lean_requests(&self) -> (u64, u64) {
+        (
+            self.gets.sent.load(Ordering::Relaxed),
+            self.lists.sent.load(Ordering::Relaxed),
+        )
+    }
+
+    fn learnt(&self, path: &Path) -> Option<Arc<Lean>> {
+        if path.off.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.lean.lock().expect("not poisoned").clone()
     }
 
     /// The whole body of `key`.
     pub async fn get(&self, key: &str) -> Result<Bytes, Error> {
-        let learnt = if self.off.load(Ordering::Relaxed) {
-            None
-        } else {
-            self.lean.lock().expect("not poisoned").clone()
-        };
-        if let Some(lean) = learnt {
-            match tokio::time::timeout(LEAN_TIMEOUT, self.lean_get(&lean, key)).await {
-                Ok(Ok(bytes)) => {
-                    self.lean_gets.fetch_add(1, Ordering::Relaxed);
+        if let Some(lean) = self.learnt(&self.gets) {
+            match lean.send(&format!("/{}", encode_key(key)), "").await {
+                Ok(bytes) => {
+                    self.gets.sent.fetch_add(1, Ordering::Relaxed);
                     return Ok(bytes);
                 }
-                Ok(Err(LeanFailed(why))) => self.turn_off(key, &why),
-                Err(_) => self.turn_off(key, "timed out"),
+                Err(LeanFailed(why)) => {
+                    let url = format!("s3://{}/{}", self.bucket, key);
+                    self.gets.turn_off("GET", &url, &why)
+                }
             }
         }
         self.stream(key)
@@ -237,70 +343,35 @@ impl Getter {
         Ok(out.body)
     }
 
-    fn turn_off(&self, key: &str, why: &str) {
-        if !self.off.swap(true, Ordering::Relaxed) {
-            info!(
-                key = %format!("s3://{}/{}", self.bucket, key),
-                reason = why,
-                "lean GET failed; this and later objects go through the SDK"
-            );
+    /// The XML of one page of `ListObjectsV2` with delimiter `/` under `prefix` by the
+    /// lean path, or `None` when that path is not (or no longer) open: the caller then
+    /// lists through the SDK. `continuation` is the token of the page before.
+    pub async fn lean_list_page(
+        &self,
+        prefix: &str,
+        continuation: Option<&str>,
+    ) -> Option<Result<Bytes, LeanFailed>> {
+        let lean = self.learnt(&self.lists)?;
+        // Parameters sorted by name, as the canonical query string wants them.
+        let mut query = String::with_capacity(96 + prefix.len());
+        if let Some(token) = continuation {
+            query.push_str("continuation-token=");
+            query.push_str(&encode_query_value(token));
+            query.push('&');
         }
+        query.push_str("delimiter=%2F&list-type=2&prefix=");
+        query.push_str(&encode_query_value(prefix));
+        let page = lean.send("/", &query).await;
+        if page.is_ok() {
+            self.lists.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(page)
     }
 
-    /// The identity the SDK signs with, from its identity cache.
-    async fn identity(&self, lean: &Lean) -> Result<Identity, LeanFailed> {
-        lean.components
-            .identity_cache()
-            .resolve_cached_identity(lean.identity.clone(), &lean.components, &ConfigBag::base())
-            .await
-            .map_err(|e| LeanFailed(format!("credentials: {e}")))
-    }
-
-    async fn lean_get(&self, lean: &Lean, key: &str) -> Result<Bytes, LeanFailed> {
-        let failed = |what: &str, e: &dyn std::fmt::Display| LeanFailed(format!("{what}: {e}"));
-        let identity = self.identity(lean).await?;
-        let credentials = identity
-            .data::<Credentials>()
-            .filter(|c| c.access_key_id() == lean.access_key_id)
-            .ok_or_else(|| {
-                LeanFailed("the SDK signed with other credentials than its cache gives".into())
-            })?;
-        let path = format!("{}/{}", lean.base_path, encode_key(key));
-        let amz_date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-        let keys = Keys {
-            access_key_id: credentials.access_key_id(),
-            secret_access_key: credentials.secret_access_key(),
-            session_token: credentials.session_token(),
-        };
-        let signed = lean.signer.lock().expect("not poisoned").sign_get(
-            keys,
-            &lean.host,
-            &path,
-            lean.owner.as_deref(),
-            &amz_date,
-        );
-        let mut request = HttpRequest::new(SdkBody::empty());
-        request
-            .set_uri(format!("{}{path}", lean.origin))
-            .map_err(|e| failed("URL", &e))?;
-        let headers = request.headers_mut();
-        for (name, value) in signed {
-            headers.insert(name, value);
-        }
-        let response = lean
-            .connector
-            .call(request)
-            .await
-            .map_err(|e| failed("request", &aws_sdk_s3::error::DisplayErrorContext(e)))?;
-        let status = response.status().as_u16();
-        if status != 200 {
-            return Err(LeanFailed(format!("HTTP status {status}")));
-        }
-        ByteStream::new(response.into_body())
-            .collect()
-            .await
-            .map(|b| b.into_bytes())
-            .map_err(|e| failed("reading the body", &e))
+    /// Turns the lean LIST off for the rest of the run, after it failed on `prefix`.
+    pub fn lean_list_failed(&self, prefix: &str, why: &str) {
+        let url = format!("s3://{}/{}", self.bucket, prefix);
+        self.lists.turn_off("LIST", &url, why);
     }
 }
 

@@ -12,7 +12,7 @@
 //! - [`pipeline`]: wires the stages for one day with bounded concurrency;
 //! - [`handler`]: an `SqsEvent` → per-message days → `SqsBatchResponse`.
 //!
-//! Around them: [`sigv4`] (request signing for the lean GETs), [`ordered`] (GETs run
+//! Around them: [`sigv4`] (request signing for the lean GETs and LISTs), [`ordered`] (GETs run
 //! concurrently, handed on in key order), [`config`] (environment, validated once),
 //! [`error`] (typed errors naming what failed), [`telemetry`] (tracing set-up), [`metrics`] (per-day EMF
 //! lines), [`aws`] (the S3 and SQS clients) and [`backfill`] (one message per day on

@@ -35,7 +35,7 @@ use tracing::{debug, info, warn};
 use crate::chunks::{ChunkBuilder, ChunkInfo, Lines, Piece};
 use crate::config::Config;
 use crate::error::Error;
-use crate::fetch::Getter;
+use crate::fetch::Source;
 use crate::listing::{self, SourceObject};
 use crate::records;
 use crate::trigger::Day;
@@ -110,16 +110,16 @@ struct Fetched {
 }
 
 async fn fetch(
-    getter: &Getter,
+    source: &Source,
     object: SourceObject,
     permit: OwnedSemaphorePermit,
 ) -> Result<Fetched, Error> {
     let key = object.key;
     let body = if object.size > STREAM_THRESHOLD {
         debug!(key = %key, bytes = object.size, "object streaming");
-        Body::Stream(getter.stream(&key).await?)
+        Body::Stream(source.stream(&key).await?)
     } else {
-        let bytes = getter.get(&key).await?;
+        let bytes = source.get(&key).await?;
         debug!(key = %key, bytes = bytes.len(), "object read");
         Body::Whole(bytes)
     };
@@ -433,14 +433,9 @@ pub async fn aggregate_day(
     opts: RunOptions,
 ) -> Result<Summary, Error> {
     let started = Instant::now();
-    let folders = listing::day_folders(
-        s3,
-        &cfg.src_bucket,
-        &cfg.src_prefix,
-        day,
-        cfg.max_concurrent_lists,
-    )
-    .await?;
+    let src = Source::new(s3, &cfg.src_bucket);
+    let folders =
+        listing::day_folders(&src, &cfg.src_prefix, day, cfg.max_concurrent_lists).await?;
     let (accounts, regions) = (folders.accounts, folders.prefixes.len());
     let source = format!("s3://{}/{}", cfg.src_bucket, cfg.src_prefix);
     info!(day = %day, accounts, regions, source = %source, "day folders found");
@@ -470,7 +465,6 @@ pub async fn aggregate_day(
     let (piece_tx, piece_rx) = mpsc::channel::<Handed>(PIECE_QUEUE);
     let upload_slots = Arc::new(Semaphore::new(1));
     let budget = Arc::new(Semaphore::new((FETCH_BUDGET / 1024) as usize));
-    let getter = Getter::new(s3, &cfg.src_bucket);
 
     let fetcher = async {
         // The day's objects in key order, listed a window of folders ahead; the end of
@@ -480,20 +474,15 @@ pub async fn aggregate_day(
             info!(day = %day, files = progress.listed.load(Ordering::Relaxed), "files found");
         })
         .filter_map(|()| futures::future::ready(None));
-        let objects = listing::day_objects(
-            s3,
-            &cfg.src_bucket,
-            folders.prefixes,
-            cfg.max_concurrent_lists,
-        )
-        .map_ok(|objects| {
-            progress
-                .listed
-                .fetch_add(objects.len() as u64, Ordering::Relaxed);
-            futures::stream::iter(objects).map(Ok)
-        })
-        .try_flatten()
-        .chain(listing_end);
+        let objects = listing::day_objects(&src, folders.prefixes, cfg.max_concurrent_lists)
+            .map_ok(|objects| {
+                progress
+                    .listed
+                    .fetch_add(objects.len() as u64, Ordering::Relaxed);
+                futures::stream::iter(objects).map(Ok)
+            })
+            .try_flatten()
+            .chain(listing_end);
         // Budget permits are taken in key order (`then`) before a GET starts, so the
         // file the scanner waits for never waits behind later ones.
         let stream = objects
@@ -511,7 +500,7 @@ pub async fn aggregate_day(
             })
             .map(|r| async {
                 let (o, permit) = r?;
-                fetch(&getter, o, permit).await
+                fetch(&src, o, permit).await
             });
         // Up to `max_concurrent_gets` running: a slow GET holds back its own file,
         // not the GETs after it (see `ordered`). The budget bounds the bytes waiting;
@@ -531,7 +520,8 @@ pub async fn aggregate_day(
             }
         }
         drop(file_tx);
-        debug!(lean_gets = getter.lean_gets(), "all source objects fetched");
+        let (lean_gets, lean_lists) = src.lean_requests();
+        debug!(lean_gets, lean_lists, "all source objects fetched");
         Ok::<(), Error>(())
     };
 

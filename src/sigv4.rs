@@ -1,5 +1,5 @@
-//! AWS Signature Version 4 for one request shape: an S3 `GET` of an object with an
-//! empty body and no query string — the lean GET of [`crate::fetch`].
+//! AWS Signature Version 4 for one request shape: an S3 `GET` with an empty body — the
+//! lean GET of an object and the lean LIST of a folder in [`crate::fetch`].
 //!
 //! aws-sigv4 signs any request and spends ~10 µs doing it (a general canonical
 //! request, header maps, formatting, a signing key derived every time); this signs the
@@ -47,16 +47,20 @@ impl Signer {
         }
     }
 
-    /// The headers that sign `GET https://{host}{path}` at `amz_date`
+    /// The headers that sign `GET https://{host}{path}?{query}` at `amz_date`
     /// (`YYYYMMDDTHHMMSSZ`), in the order they are signed: `host`,
     /// `x-amz-content-sha256`, `x-amz-date`, `x-amz-expected-bucket-owner` (when
     /// `owner` is given), `x-amz-security-token` (with a session token) and last
-    /// `authorization`. `path` is the URL's path exactly as sent (already encoded).
+    /// `authorization`. `path` is the URL's path exactly as sent (already encoded);
+    /// `query` the query string as sent, which must already be canonical: parameters
+    /// sorted by name, names and values encoded as [`encode_query_value`] does (empty
+    /// for none).
     pub fn sign_get(
         &mut self,
         keys: Keys<'_>,
         host: &str,
         path: &str,
+        query: &str,
         owner: Option<&str>,
         amz_date: &str,
     ) -> Vec<(&'static str, String)> {
@@ -75,7 +79,9 @@ impl Signer {
         let mut canonical = String::with_capacity(512);
         canonical.push_str("GET\n");
         canonical.push_str(path);
-        canonical.push_str("\n\n");
+        canonical.push('\n');
+        canonical.push_str(query);
+        canonical.push('\n');
         for (name, value) in &headers {
             canonical.push_str(name);
             canonical.push(':');
@@ -121,6 +127,12 @@ impl Signer {
     }
 }
 
+/// A query parameter's value encoded for a canonical query string: everything but
+/// `A–Z a–z 0–9 - _ . ~` percent-encoded (`/` too), as the SDK encodes query values.
+pub fn encode_query_value(value: &str) -> String {
+    aws_smithy_http::query::fmt_string(value)
+}
+
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(data);
@@ -155,6 +167,7 @@ mod tests {
         keys: Keys<'_>,
         host: &str,
         path: &str,
+        query: &str,
         owner: Option<&str>,
         unix: u64,
         region: &str,
@@ -180,7 +193,11 @@ mod tests {
             .build()
             .unwrap()
             .into();
-        let uri = format!("https://{host}{path}");
+        let uri = if query.is_empty() {
+            format!("https://{host}{path}")
+        } else {
+            format!("https://{host}{path}?{query}")
+        };
         let mut headers = vec![("host", host)];
         headers.extend(owner.map(|o| ("x-amz-expected-bucket-owner", o)));
         let signable =
@@ -212,11 +229,20 @@ mod tests {
             secret_access_key: "session/secret+key",
             session_token: Some("IQoJb3JpZ2luX2VjE//token+with/slashes=="),
         };
+        // A LIST of a folder: the query as `fetch` writes it, with a continuation token
+        // that needs encoding.
+        let list_query = format!(
+            "continuation-token={}&delimiter={}&list-type=2&prefix={}",
+            encode_query_value("1x/Zm9v+YmFy=="),
+            encode_query_value("/"),
+            encode_query_value("AWSLogs/o-abc123/111122223333/CloudTrail/us-east-1/2024/02/12/"),
+        );
         let cases = [
             (
                 long_term,
                 "my-trail-bucket.s3.eu-west-1.amazonaws.com",
                 "/AWSLogs/o-abc123/111122223333/CloudTrail/eu-west-1/2024/02/12/111122223333_CloudTrail_eu-west-1_20240212T0005Z_AbCd.json.gz",
+                "",
                 None,
                 "eu-west-1",
             ),
@@ -224,6 +250,23 @@ mod tests {
                 session,
                 "127.0.0.1:9000",
                 "/bucket/AWSLogs/111122223333/CloudTrail/us-east-1/2024/02/12/a%20b%3Ac.json.gz",
+                "",
+                Some("111122223333"),
+                "us-east-1",
+            ),
+            (
+                long_term,
+                "my-trail-bucket.s3.eu-west-1.amazonaws.com",
+                "/",
+                "delimiter=%2F&list-type=2&prefix=AWSLogs%2F",
+                None,
+                "eu-west-1",
+            ),
+            (
+                session,
+                "127.0.0.1:9000",
+                "/bucket/",
+                list_query.as_str(),
                 Some("111122223333"),
                 "us-east-1",
             ),
@@ -232,7 +275,7 @@ mod tests {
         for unix in [1_707_696_309u64, 1_707_696_309 + 86_400] {
             let mut signer = Signer::new("eu-west-1", "s3");
             let mut signer_us = Signer::new("us-east-1", "s3");
-            for (keys, host, path, owner, region) in cases {
+            for (keys, host, path, query, owner, region) in cases {
                 let amz_date = chrono::DateTime::from_timestamp(unix as i64, 0)
                     .unwrap()
                     .format("%Y%m%dT%H%M%SZ")
@@ -244,15 +287,19 @@ mod tests {
                 };
                 // Twice: the second time from the cached signing key.
                 for _ in 0..2 {
-                    let ours = s.sign_get(keys, host, path, owner, &amz_date);
-                    let theirs = reference(keys, host, path, owner, unix, region);
+                    let ours = s.sign_get(keys, host, path, query, owner, &amz_date);
+                    let theirs = reference(keys, host, path, query, owner, unix, region);
                     for name in [
                         "authorization",
                         "x-amz-date",
                         "x-amz-content-sha256",
                         "x-amz-security-token",
                     ] {
-                        assert_eq!(get(&ours, name), get(&theirs, name), "{name} for {path}");
+                        assert_eq!(
+                            get(&ours, name),
+                            get(&theirs, name),
+                            "{name} for {path}?{query}"
+                        );
                     }
                     assert!(get(&ours, "authorization").is_some());
                     assert_eq!(get(&ours, "host"), Some(host));
@@ -270,11 +317,21 @@ mod tests {
             secret_access_key: "very-secret",
             session_token: None,
         };
-        s.sign_get(keys, "h", "/k", None, "20240212T000509Z");
+        s.sign_get(keys, "h", "/k", "", None, "20240212T000509Z");
         let shown = format!("{s:?}");
         assert!(
             shown.contains("us-east-1") && !shown.contains("very-secret"),
             "{shown}"
+        );
+    }
+
+    /// Query values are encoded as SigV4 wants: only unreserved characters stay.
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode_query_value("a-Z_0.9~"), "a-Z_0.9~");
+        assert_eq!(
+            encode_query_value("a/b c+d=e&é"),
+            "a%2Fb%20c%2Bd%3De%26%C3%A9"
         );
     }
 

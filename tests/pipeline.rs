@@ -567,7 +567,7 @@ async fn large_file_streams_and_large_chunk_uploads_in_parts() {
 /// aggregation makes; a bucket of another owner is refused and the error names it.
 #[tokio::test]
 async fn expected_bucket_owner_is_sent_on_every_request() {
-    let (server, seen) = S3::recording(Some("111122223333"), false);
+    let (server, seen) = S3::recording(Some("111122223333"), &[]);
     let plain = server.client();
     create_bucket(&plain, SRC).await;
     create_bucket(&plain, DST).await;
@@ -611,7 +611,7 @@ async fn expected_bucket_owner_is_sent_on_every_request() {
 /// object (no fallbacks).
 #[tokio::test]
 async fn later_gets_take_the_lean_path() {
-    let (server, seen) = S3::recording(None, false);
+    let (server, seen) = S3::recording(None, &[]);
     let plain = server.client();
     create_bucket(&plain, SRC).await;
     create_bucket(&plain, DST).await;
@@ -640,7 +640,7 @@ async fn later_gets_take_the_lean_path() {
 /// SDK and so do all later ones; the day's output is whole.
 #[tokio::test]
 async fn a_failed_lean_get_falls_back_to_the_sdk() {
-    let (server, seen) = S3::recording(None, true);
+    let (server, seen) = S3::recording(None, &["GetObject"]);
     let plain = server.client();
     create_bucket(&plain, SRC).await;
     create_bucket(&plain, DST).await;
@@ -664,12 +664,104 @@ async fn a_failed_lean_get_falls_back_to_the_sdk() {
     assert_lines(&output(&plain).await.1, &want);
 }
 
+/// The LISTs of the source bucket (not the writer's of the destination).
+fn source_lists(seen: &Seen) -> Vec<Request> {
+    std::mem::take(&mut *seen.lock().unwrap())
+        .into_iter()
+        .filter(|r| r.op == "ListObjectsV2" && r.uri.starts_with(&format!("/{SRC}/")))
+        .collect()
+}
+
+/// After the SDK's first LIST, the source folders are listed by the lean path,
+/// continuation tokens included (a folder of 1,050 files is two pages): the server
+/// verifies every signature, and the output is whole and in key order.
+#[tokio::test]
+async fn later_lists_take_the_lean_path() {
+    let (server, seen) = S3::recording(None, &[]);
+    let plain = server.client();
+    create_bucket(&plain, SRC).await;
+    create_bucket(&plain, DST).await;
+    let org = "AWSLogs/o-abc123def4/";
+    let mut files = Vec::new();
+    for account in ["111111111111", "222222222222"] {
+        for region in ["eu-west-1", "us-east-1"] {
+            files.extend(generated(org, account, region, 3, 1));
+        }
+    }
+    files.extend(generated(org, "333333333333", "us-west-2", 1050, 1));
+    let want = put_files(&plain, &files).await;
+    seen.lock().unwrap().clear();
+
+    let cfg = config(64 << 20);
+    let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), &cfg);
+    let summary = aggregate_day(&s3, &cfg, day(), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(summary.manifest.source_files, 12 + 1050);
+    let lists = source_lists(&seen);
+    // AWSLogs/, the organisation, 3 accounts' CloudTrail/, 5 day folders (one in 2 pages).
+    assert_eq!(lists.len(), 1 + 1 + 3 + 6, "{lists:#?}");
+    assert!(lists[0].sdk, "{lists:#?}");
+    assert_eq!(lists.iter().filter(|r| r.sdk).count(), 1, "{lists:#?}");
+    let continued: Vec<&Request> = lists
+        .iter()
+        .filter(|r| r.uri.contains("continuation-token="))
+        .collect();
+    assert_eq!(continued.len(), 1, "{lists:#?}");
+    assert!(!continued[0].sdk);
+    assert_lines(&output(&plain).await.1, &want);
+}
+
+/// A lean LIST that fails (here refused) costs one request: that folder and all later
+/// ones are listed through the SDK, the GETs stay lean, and the day's output is whole.
+#[tokio::test]
+async fn a_failed_lean_list_falls_back_to_the_sdk() {
+    let (server, seen) = S3::recording(None, &["ListObjectsV2"]);
+    let plain = server.client();
+    create_bucket(&plain, SRC).await;
+    create_bucket(&plain, DST).await;
+    let mut files = Vec::new();
+    for account in ["111111111111", "222222222222"] {
+        for region in ["eu-west-1", "us-east-1"] {
+            files.extend(generated("AWSLogs/o-abc123def4/", account, region, 2, 2));
+        }
+    }
+    let want = put_files(&plain, &files).await;
+    seen.lock().unwrap().clear();
+
+    let mut cfg = config(64 << 20);
+    cfg.max_concurrent_lists = 1;
+    let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), &cfg);
+    let summary = aggregate_day(&s3, &cfg, day(), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(summary.manifest.source_files, 8);
+    let requests = seen.lock().unwrap().clone();
+    let gets = requests.iter().filter(|r| r.op == "GetObject");
+    assert!(gets.clone().all(|r| !r.sdk), "{requests:#?}");
+    assert_eq!(gets.count(), 8);
+    let lists = source_lists(&seen);
+    // AWSLogs/, the organisation (refused, then again), 2 accounts, 4 day folders.
+    assert_eq!(lists.iter().filter(|r| !r.sdk).count(), 1, "{lists:#?}");
+    assert_eq!(
+        lists.iter().filter(|r| r.sdk).count(),
+        1 + 1 + 2 + 4,
+        "{lists:#?}"
+    );
+    // The refused LIST is the organisation's, sent again at once through the SDK.
+    assert!(!lists[1].sdk && lists[2].sdk, "{lists:#?}");
+    for r in &lists[1..3] {
+        assert!(r.uri.contains("prefix=AWSLogs%2Fo-abc123def4%2F"), "{r:?}");
+    }
+    assert_lines(&output(&plain).await.1, &want);
+}
+
 /// The day's files are listed a window of folders ahead of the reads, not all before
 /// the first read: with one listing at a time, GETs start while folders are still
 /// being listed. Records still come out in key order across the folders.
 #[tokio::test]
 async fn listing_streams_ahead_of_the_reads() {
-    let (server, seen) = S3::recording(None, false);
+    let (server, seen) = S3::recording(None, &[]);
     let plain = server.client();
     create_bucket(&plain, SRC).await;
     create_bucket(&plain, DST).await;
@@ -824,7 +916,7 @@ async fn fetched_files_wait_within_the_byte_budget() {
 #[tokio::test]
 async fn uploads_to_an_s3_compatible_endpoint_carry_no_optional_checksum() {
     use aws_sdk_s3::config::RequestChecksumCalculation;
-    let (server, seen) = S3::recording(None, false);
+    let (server, seen) = S3::recording(None, &[]);
     let plain = server.client();
     create_bucket(&plain, SRC).await;
     create_bucket(&plain, DST).await;

@@ -59,13 +59,13 @@ impl S3 {
 
     /// A server over a new temporary folder that records every request it is sent
     /// (see [`Seen`]) and refuses, with AccessDenied as S3 does, a request whose
-    /// `x-amz-expected-bucket-owner` header names another owner than `owner` or, with
-    /// `refuse_lean`, any GetObject the SDK did not send.
-    pub fn recording(owner: Option<&str>, refuse_lean: bool) -> (S3, Seen) {
+    /// `x-amz-expected-bucket-owner` header names another owner than `owner` or one of
+    /// the operations `refuse_lean` (e.g. `GetObject`) that the SDK did not send.
+    pub fn recording(owner: Option<&str>, refuse_lean: &[&str]) -> (S3, Seen) {
         let seen: Seen = Arc::new(Mutex::new(Vec::new()));
         let s3 = S3::with_access(Recorder {
             owner: owner.map(str::to_string),
-            refuse_lean,
+            refuse_lean: refuse_lean.iter().map(|op| op.to_string()).collect(),
             seen: seen.clone(),
         });
         (s3, seen)
@@ -153,10 +153,12 @@ impl S3 {
 pub struct Request {
     /// The S3 operation, e.g. `GetObject`.
     pub op: String,
+    /// Its path and query.
+    pub uri: String,
     /// Its `x-amz-expected-bucket-owner` header.
     pub owner: Option<String>,
     /// Whether the SDK sent it (it carries `amz-sdk-invocation-id`); the aggregator's
-    /// lean GETs do not.
+    /// lean GETs and LISTs do not.
     pub sdk: bool,
     /// Its `x-amz-sdk-checksum-algorithm` header, or the name of an `x-amz-checksum-*`
     /// header it carries.
@@ -167,7 +169,7 @@ pub type Seen = Arc<Mutex<Vec<Request>>>;
 
 struct Recorder {
     owner: Option<String>,
-    refuse_lean: bool,
+    refuse_lean: Vec<String>,
     seen: Seen,
 }
 
@@ -182,6 +184,10 @@ impl s3s::access::S3Access for Recorder {
         };
         let request = Request {
             op: cx.s3_op().name().to_string(),
+            uri: cx
+                .uri()
+                .path_and_query()
+                .map_or_else(String::new, |p| p.to_string()),
             owner: header("x-amz-expected-bucket-owner"),
             sdk: header("amz-sdk-invocation-id").is_some(),
             checksum: header("x-amz-sdk-checksum-algorithm").or_else(|| {
@@ -202,7 +208,7 @@ impl s3s::access::S3Access for Recorder {
             }
             _ => {}
         }
-        if self.refuse_lean && request.op == "GetObject" && !request.sdk {
+        if !request.sdk && self.refuse_lean.contains(&request.op) {
             return Err(s3s::s3_error!(AccessDenied, "refused by the test"));
         }
         Ok(())
