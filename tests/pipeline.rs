@@ -508,6 +508,24 @@ async fn deadline_stops_cleanly() {
     );
 }
 
+/// `n` hard-to-compress records of ~8 KB each (they gzip to about half).
+fn noisy_records(n: usize) -> Vec<String> {
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    (0..n)
+        .map(|i| {
+            let noise: String = (0..500)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("{:016x}", x)
+                })
+                .collect();
+            format!("{{\"eventID\":\"{i}\",\"responseElements\":{{\"blob\":\"{noise}\"}}}}")
+        })
+        .collect()
+}
+
 /// A source object larger than the streaming threshold is streamed through the scanner,
 /// and a chunk larger than one upload part goes up as a multipart upload; the bytes
 /// are the same as ever. (Current-thread runtime, as in the binaries: the scanner
@@ -515,23 +533,8 @@ async fn deadline_stops_cleanly() {
 #[tokio::test]
 async fn large_file_streams_and_large_chunk_uploads_in_parts() {
     let (_server, s3) = setup().await;
-    // Hard-to-compress records: ~20 MB of NDJSON that gzips to ~10 MB.
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    let recs: Vec<String> = (0..2500)
-        .map(|i| {
-            let noise: String = (0..1000)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    format!("{:016x}", x)
-                })
-                .take(500)
-                .collect();
-            format!("{{\"eventID\":\"{i}\",\"responseElements\":{{\"blob\":\"{noise}\"}}}}")
-        })
-        .collect();
-    let body = gzip(&delivery(&recs));
+    // ~20 MB of NDJSON that gzips to ~10 MB.
+    let body = gzip(&delivery(&noisy_records(2500)));
     assert!(body.len() as u64 > cloudtrail_aggregator::pipeline::STREAM_THRESHOLD);
     let small = gzip(&delivery(&[record("111111111111", "us-east-1", 1)]));
     let files = vec![
@@ -910,9 +913,10 @@ async fn fetched_files_wait_within_the_byte_budget() {
     assert_eq!(run_holding(hold, &files, &cfg).await, fit);
 }
 
-/// Against an S3-compatible endpoint the uploads carry no optional checksum, which
-/// several S3-compatible stores refuse (the SDK adds a CRC32 to every PutObject by
-/// default), unless the configuration asks for one — then they do, as on AWS.
+/// Against an S3-compatible endpoint the uploads — PutObject and the parts of a
+/// multipart upload — carry no optional checksum, which several S3-compatible stores
+/// refuse (the SDK adds a CRC32 to every PutObject and UploadPart by default), unless
+/// the configuration asks for one — then they do, as on AWS.
 #[tokio::test]
 async fn uploads_to_an_s3_compatible_endpoint_carry_no_optional_checksum() {
     use aws_sdk_s3::config::RequestChecksumCalculation;
@@ -920,11 +924,14 @@ async fn uploads_to_an_s3_compatible_endpoint_carry_no_optional_checksum() {
     let plain = server.client();
     create_bucket(&plain, SRC).await;
     create_bucket(&plain, DST).await;
-    let want = put_files(
-        &plain,
-        &generated("AWSLogs/", "111111111111", "us-east-1", 3, 2),
-    )
-    .await;
+    // Three small files and one that makes the chunk larger than an upload part, so
+    // that it goes up as a multipart upload.
+    let mut files = generated("AWSLogs/", "111111111111", "us-east-1", 3, 2);
+    files.push((
+        log_key("AWSLogs/", "111111111111", "us-east-1", DAY, 9),
+        gzip(&delivery(&noisy_records(1600))),
+    ));
+    let want = put_files(&plain, &files).await;
     let cfg = config(64 << 20);
     let puts = |sdk: aws_config::SdkConfig| {
         let (seen, cfg) = (seen.clone(), cfg.clone());
@@ -935,17 +942,20 @@ async fn uploads_to_an_s3_compatible_endpoint_carry_no_optional_checksum() {
                 .await
                 .unwrap();
             let requests = std::mem::take(&mut *seen.lock().unwrap());
-            let puts: Vec<Option<String>> = requests
+            let puts: Vec<(String, Option<String>)> = requests
                 .into_iter()
-                .filter(|r| r.op == "PutObject")
-                .map(|r| r.checksum)
+                .filter(|r| r.op == "PutObject" || r.op == "UploadPart")
+                .map(|r| (r.op, r.checksum))
                 .collect();
-            // The chunk and the manifest.
-            assert_eq!(puts.len(), 2, "{puts:?}");
-            puts
+            // The chunk's two parts and the manifest.
+            let ops: Vec<&str> = puts.iter().map(|(op, _)| op.as_str()).collect();
+            assert_eq!(ops, ["UploadPart", "UploadPart", "PutObject"], "{puts:?}");
+            puts.into_iter()
+                .map(|(_, checksum)| checksum)
+                .collect::<Vec<_>>()
         }
     };
-    assert_eq!(puts(server.sdk_config()).await, [None, None]);
+    assert_eq!(puts(server.sdk_config()).await, [None, None, None]);
     assert_lines(&output(&plain).await.1, &want);
 
     let asked = server
