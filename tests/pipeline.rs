@@ -63,6 +63,22 @@ async fn put_files(s3: &Client, files: &[(String, Vec<u8>)]) -> Vec<Expected> {
     sorted.iter().flat_map(|(_, b)| expected_lines(b)).collect()
 }
 
+/// A recording server (see `S3::recording`) holding both buckets and `files`, its
+/// record of those puts cleared; with a client and the records the output must hold.
+async fn recorded(
+    owner: Option<&str>,
+    refuse_lean: &[&str],
+    files: &[(String, Vec<u8>)],
+) -> (S3, Seen, Client, Vec<Expected>) {
+    let (server, seen) = S3::recording(owner, refuse_lean);
+    let plain = server.client();
+    create_bucket(&plain, SRC).await;
+    create_bucket(&plain, DST).await;
+    let want = put_files(&plain, files).await;
+    seen.lock().unwrap().clear();
+    (server, seen, plain, want)
+}
+
 fn generated(
     prefix: &str,
     account: &str,
@@ -570,13 +586,8 @@ async fn large_file_streams_and_large_chunk_uploads_in_parts() {
 /// aggregation makes; a bucket of another owner is refused and the error names it.
 #[tokio::test]
 async fn expected_bucket_owner_is_sent_on_every_request() {
-    let (server, seen) = S3::recording(Some("111122223333"), &[]);
-    let plain = server.client();
-    create_bucket(&plain, SRC).await;
-    create_bucket(&plain, DST).await;
     let files = generated("AWSLogs/", "111111111111", "us-east-1", 3, 2);
-    let want = put_files(&plain, &files).await;
-    seen.lock().unwrap().clear();
+    let (server, seen, plain, want) = recorded(Some("111122223333"), &[], &files).await;
 
     let mut cfg = config(64 << 20);
     cfg.expected_bucket_owner = Some("111122223333".into());
@@ -614,13 +625,8 @@ async fn expected_bucket_owner_is_sent_on_every_request() {
 /// object (no fallbacks).
 #[tokio::test]
 async fn later_gets_take_the_lean_path() {
-    let (server, seen) = S3::recording(None, &[]);
-    let plain = server.client();
-    create_bucket(&plain, SRC).await;
-    create_bucket(&plain, DST).await;
     let files = generated("AWSLogs/", "111111111111", "eu-west-1", 40, 3);
-    let want = put_files(&plain, &files).await;
-    seen.lock().unwrap().clear();
+    let (server, seen, plain, want) = recorded(None, &[], &files).await;
 
     let mut cfg = config(64 << 20);
     cfg.max_concurrent_gets = 4;
@@ -643,13 +649,8 @@ async fn later_gets_take_the_lean_path() {
 /// SDK and so do all later ones; the day's output is whole.
 #[tokio::test]
 async fn a_failed_lean_get_falls_back_to_the_sdk() {
-    let (server, seen) = S3::recording(None, &["GetObject"]);
-    let plain = server.client();
-    create_bucket(&plain, SRC).await;
-    create_bucket(&plain, DST).await;
     let files = generated("AWSLogs/", "111111111111", "eu-west-1", 20, 2);
-    let want = put_files(&plain, &files).await;
-    seen.lock().unwrap().clear();
+    let (server, seen, plain, want) = recorded(None, &["GetObject"], &files).await;
 
     let mut cfg = config(64 << 20);
     cfg.max_concurrent_gets = 1;
@@ -680,10 +681,6 @@ fn source_lists(seen: &Seen) -> Vec<Request> {
 /// verifies every signature, and the output is whole and in key order.
 #[tokio::test]
 async fn later_lists_take_the_lean_path() {
-    let (server, seen) = S3::recording(None, &[]);
-    let plain = server.client();
-    create_bucket(&plain, SRC).await;
-    create_bucket(&plain, DST).await;
     let org = "AWSLogs/o-abc123def4/";
     let mut files = Vec::new();
     for account in ["111111111111", "222222222222"] {
@@ -692,8 +689,7 @@ async fn later_lists_take_the_lean_path() {
         }
     }
     files.extend(generated(org, "333333333333", "us-west-2", 1050, 1));
-    let want = put_files(&plain, &files).await;
-    seen.lock().unwrap().clear();
+    let (server, seen, plain, want) = recorded(None, &[], &files).await;
 
     let cfg = config(64 << 20);
     let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), &cfg);
@@ -719,18 +715,13 @@ async fn later_lists_take_the_lean_path() {
 /// ones are listed through the SDK, the GETs stay lean, and the day's output is whole.
 #[tokio::test]
 async fn a_failed_lean_list_falls_back_to_the_sdk() {
-    let (server, seen) = S3::recording(None, &["ListObjectsV2"]);
-    let plain = server.client();
-    create_bucket(&plain, SRC).await;
-    create_bucket(&plain, DST).await;
     let mut files = Vec::new();
     for account in ["111111111111", "222222222222"] {
         for region in ["eu-west-1", "us-east-1"] {
             files.extend(generated("AWSLogs/o-abc123def4/", account, region, 2, 2));
         }
     }
-    let want = put_files(&plain, &files).await;
-    seen.lock().unwrap().clear();
+    let (server, seen, plain, want) = recorded(None, &["ListObjectsV2"], &files).await;
 
     let mut cfg = config(64 << 20);
     cfg.max_concurrent_lists = 1;
@@ -764,18 +755,13 @@ async fn a_failed_lean_list_falls_back_to_the_sdk() {
 /// being listed. Records still come out in key order across the folders.
 #[tokio::test]
 async fn listing_streams_ahead_of_the_reads() {
-    let (server, seen) = S3::recording(None, &[]);
-    let plain = server.client();
-    create_bucket(&plain, SRC).await;
-    create_bucket(&plain, DST).await;
     let mut files = Vec::new();
     for account in ["111111111111", "222222222222", "333333333333"] {
         for region in ["eu-west-1", "us-east-1", "us-west-2"] {
             files.extend(generated("AWSLogs/o-abc123def4/", account, region, 2, 2));
         }
     }
-    let want = put_files(&plain, &files).await;
-    seen.lock().unwrap().clear();
+    let (server, seen, plain, want) = recorded(None, &[], &files).await;
 
     let mut cfg = config(64 << 20);
     cfg.max_concurrent_lists = 1;
@@ -920,10 +906,6 @@ async fn fetched_files_wait_within_the_byte_budget() {
 #[tokio::test]
 async fn uploads_to_an_s3_compatible_endpoint_carry_no_optional_checksum() {
     use aws_sdk_s3::config::RequestChecksumCalculation;
-    let (server, seen) = S3::recording(None, &[]);
-    let plain = server.client();
-    create_bucket(&plain, SRC).await;
-    create_bucket(&plain, DST).await;
     // Three small files and one that makes the chunk larger than an upload part, so
     // that it goes up as a multipart upload.
     let mut files = generated("AWSLogs/", "111111111111", "us-east-1", 3, 2);
@@ -931,7 +913,7 @@ async fn uploads_to_an_s3_compatible_endpoint_carry_no_optional_checksum() {
         log_key("AWSLogs/", "111111111111", "us-east-1", DAY, 9),
         gzip(&delivery(&noisy_records(1600))),
     ));
-    let want = put_files(&plain, &files).await;
+    let (server, seen, plain, want) = recorded(None, &[], &files).await;
     let cfg = config(64 << 20);
     let puts = |sdk: aws_config::SdkConfig| {
         let (seen, cfg) = (seen.clone(), cfg.clone());
