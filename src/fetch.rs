@@ -241,14 +241,14 @@ impl Lean {
     }
 }
 
-/// One lean path (GETs or LISTs): on until its first failure.
+/// One lean path (GETs or LISTs): open until its first failure.
 #[derive(Debug, Default)]
-struct Path {
+struct LeanSwitch {
     off: AtomicBool,
     sent: AtomicU64,
 }
 
-impl Path {
+impl LeanSwitch {
     fn turn_off(&self, what: &str, url: &str, why: &str) {
         if !self.off.swap(true, Ordering::Relaxed) {
             info!(
@@ -266,8 +266,8 @@ pub struct Source {
     sdk: Client,
     bucket: String,
     lean: Slot,
-    gets: Path,
-    lists: Path,
+    gets: LeanSwitch,
+    lists: LeanSwitch,
 }
 
 impl Source {
@@ -279,8 +279,8 @@ impl Source {
             sdk: Client::from_conf(conf.build()),
             bucket: bucket.to_string(),
             lean,
-            gets: Path::default(),
-            lists: Path::default(),
+            gets: LeanSwitch::default(),
+            lists: LeanSwitch::default(),
         }
     }
 
@@ -301,8 +301,8 @@ impl Source {
         )
     }
 
-    fn learnt(&self, path: &Path) -> Option<Arc<Lean>> {
-        if path.off.load(Ordering::Relaxed) {
+    fn learnt(&self, switch: &LeanSwitch) -> Option<Arc<Lean>> {
+        if switch.off.load(Ordering::Relaxed) {
             return None;
         }
         self.lean.lock().expect("not poisoned").clone()

@@ -5,7 +5,8 @@
 //!
 //! - [`trigger`]: an SQS message body → the [`trigger::Day`] to aggregate;
 //! - [`listing`]: the delimited `ListObjectsV2` walk → the day's source keys, sorted;
-//! - [`fetch`]: the GETs of those keys (the SDK's first, then a lean signed request);
+//! - [`fetch`]: reads of the source bucket, GETs of those keys and pages of their
+//!   listing (the SDK's first request, then lean signed ones);
 //! - [`records`]: a delivery file's bytes → its records, streamed one at a time;
 //! - [`chunks`]: records → gzip NDJSON chunks under a byte bound;
 //! - [`writer`]: chunk uploads, stale-chunk cleanup, `_manifest.json`;
