@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use aws_sdk_s3::Client;
 use cloudtrail_aggregator::pipeline::{FETCH_BUDGET, STREAM_THRESHOLD};
-use cloudtrail_aggregator::{aggregate_day, Config, Day, Error, RunOptions};
+use cloudtrail_aggregator::{aggregate_day, Config, Day, Error, RunOptions, Summary};
 use common::*;
 
 const SRC: &str = "cloudtrail-logs";
@@ -77,6 +77,20 @@ async fn recorded(
     let want = put_files(&plain, files).await;
     seen.lock().unwrap().clear();
     (server, seen, plain, want)
+}
+
+/// Aggregates the day from `server` with a client built as the binaries build it.
+async fn run_day(server: &S3, cfg: &Config) -> Result<Summary, Error> {
+    let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), cfg);
+    aggregate_day(&s3, cfg, day(), RunOptions::default()).await
+}
+
+/// The requests of operation `op` the server recorded, taking the whole record.
+fn taken(seen: &Seen, op: &str) -> Vec<Request> {
+    std::mem::take(&mut *seen.lock().unwrap())
+        .into_iter()
+        .filter(|r| r.op == op)
+        .collect()
 }
 
 fn generated(
@@ -591,10 +605,7 @@ async fn expected_bucket_owner_is_sent_on_every_request() {
 
     let mut cfg = config(64 << 20);
     cfg.expected_bucket_owner = Some("111122223333".into());
-    let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), &cfg);
-    aggregate_day(&s3, &cfg, day(), RunOptions::default())
-        .await
-        .unwrap();
+    run_day(&server, &cfg).await.unwrap();
     let requests = std::mem::take(&mut *seen.lock().unwrap());
     assert!(requests.len() >= 3 + 3 + 2, "{requests:?}");
     for r in &requests {
@@ -608,11 +619,7 @@ async fn expected_bucket_owner_is_sent_on_every_request() {
     assert_lines(&output(&plain).await.1, &want);
 
     cfg.expected_bucket_owner = Some("999999999999".into());
-    let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), &cfg);
-    let err = aggregate_day(&s3, &cfg, day(), RunOptions::default())
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = run_day(&server, &cfg).await.unwrap_err().to_string();
     assert!(
         err.contains("ListObjectsV2 s3://cloudtrail-logs/AWSLogs/ failed"),
         "{err}"
@@ -630,14 +637,8 @@ async fn later_gets_take_the_lean_path() {
 
     let mut cfg = config(64 << 20);
     cfg.max_concurrent_gets = 4;
-    let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), &cfg);
-    aggregate_day(&s3, &cfg, day(), RunOptions::default())
-        .await
-        .unwrap();
-    let gets: Vec<Request> = std::mem::take(&mut *seen.lock().unwrap())
-        .into_iter()
-        .filter(|r| r.op == "GetObject")
-        .collect();
+    run_day(&server, &cfg).await.unwrap();
+    let gets = taken(&seen, "GetObject");
     assert_eq!(gets.len(), 40, "{gets:?}");
     let lean = gets.iter().filter(|r| !r.sdk).count();
     // At most the first few (those in flight before the first answer) go by the SDK.
@@ -654,15 +655,9 @@ async fn a_failed_lean_get_falls_back_to_the_sdk() {
 
     let mut cfg = config(64 << 20);
     cfg.max_concurrent_gets = 1;
-    let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), &cfg);
-    let summary = aggregate_day(&s3, &cfg, day(), RunOptions::default())
-        .await
-        .unwrap();
+    let summary = run_day(&server, &cfg).await.unwrap();
     assert_eq!(summary.manifest.source_files, 20);
-    let gets: Vec<Request> = std::mem::take(&mut *seen.lock().unwrap())
-        .into_iter()
-        .filter(|r| r.op == "GetObject")
-        .collect();
+    let gets = taken(&seen, "GetObject");
     assert_eq!(gets.iter().filter(|r| !r.sdk).count(), 1, "{gets:?}");
     assert_eq!(gets.iter().filter(|r| r.sdk).count(), 20, "{gets:?}");
     assert_lines(&output(&plain).await.1, &want);
@@ -670,9 +665,9 @@ async fn a_failed_lean_get_falls_back_to_the_sdk() {
 
 /// The LISTs of the source bucket (not the writer's of the destination).
 fn source_lists(seen: &Seen) -> Vec<Request> {
-    std::mem::take(&mut *seen.lock().unwrap())
+    taken(seen, "ListObjectsV2")
         .into_iter()
-        .filter(|r| r.op == "ListObjectsV2" && r.uri.starts_with(&format!("/{SRC}/")))
+        .filter(|r| r.uri.starts_with(&format!("/{SRC}/")))
         .collect()
 }
 
@@ -692,10 +687,7 @@ async fn later_lists_take_the_lean_path() {
     let (server, seen, plain, want) = recorded(None, &[], &files).await;
 
     let cfg = config(64 << 20);
-    let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), &cfg);
-    let summary = aggregate_day(&s3, &cfg, day(), RunOptions::default())
-        .await
-        .unwrap();
+    let summary = run_day(&server, &cfg).await.unwrap();
     assert_eq!(summary.manifest.source_files, 12 + 1050);
     let lists = source_lists(&seen);
     // AWSLogs/, the organisation, 3 accounts' CloudTrail/, 5 day folders (one in 2 pages).
@@ -725,10 +717,7 @@ async fn a_failed_lean_list_falls_back_to_the_sdk() {
 
     let mut cfg = config(64 << 20);
     cfg.max_concurrent_lists = 1;
-    let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), &cfg);
-    let summary = aggregate_day(&s3, &cfg, day(), RunOptions::default())
-        .await
-        .unwrap();
+    let summary = run_day(&server, &cfg).await.unwrap();
     assert_eq!(summary.manifest.source_files, 8);
     let requests = seen.lock().unwrap().clone();
     let gets = requests.iter().filter(|r| r.op == "GetObject");
@@ -766,10 +755,7 @@ async fn listing_streams_ahead_of_the_reads() {
     let mut cfg = config(64 << 20);
     cfg.max_concurrent_lists = 1;
     cfg.max_concurrent_gets = 1;
-    let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), &cfg);
-    let summary = aggregate_day(&s3, &cfg, day(), RunOptions::default())
-        .await
-        .unwrap();
+    let summary = run_day(&server, &cfg).await.unwrap();
     assert_eq!(summary.manifest.source_files, 18);
     let ops: Vec<String> = std::mem::take(&mut *seen.lock().unwrap())
         .into_iter()
@@ -793,10 +779,7 @@ async fn run_holding(hold: Hold, files: &[(String, Vec<u8>)], cfg: &Config) -> u
     create_bucket(&plain, SRC).await;
     create_bucket(&plain, DST).await;
     let want = put_files(&plain, files).await;
-    let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), cfg);
-    let summary = aggregate_day(&s3, cfg, day(), RunOptions::default())
-        .await
-        .unwrap();
+    let summary = run_day(&server, cfg).await.unwrap();
     assert_eq!(summary.manifest.source_files, files.len() as u64);
     assert!(held.held.load(std::sync::atomic::Ordering::SeqCst));
     assert_lines(&output(&plain).await.1, &want);
