@@ -18,6 +18,8 @@
 //! - `busy`:  136 files of ~1 MB gzip (a busy account's day, ~800 MB of NDJSON);
 //! - `wide`:  ~100,000 files over 1,000 accounts × 17 regions, 6 per folder, ~2 GB:
 //!   an organisation of many quiet accounts (18,000 LISTs).
+//! - `org-N`: the org day's shape with N accounts (~10 MB of NDJSON each; `org-2` is
+//!   `small`, `org-200` is `org`): for peak RSS against the size of the day.
 //!
 //! Options: `--shapes seed,org,big` (default `seed`), `--latency-ms 25`, `--runs 3`,
 //! `--data target/bench-data`, `--seed-algorithm` (also run, once each, the seed's
@@ -180,7 +182,12 @@ fn shape_plan(shape: &str) -> (usize, usize, u64) {
         // 1,000 accounts × 17 regions × 6 files = 102,000 files (~2 GB): an organisation
         // of many quiet accounts, where the 18,000 LISTs weigh as much as the GETs.
         "wide" => (1000, 6, 53),
-        other => panic!("unknown shape {other}"),
+        // The org day's shape with N accounts (~10 MB of NDJSON each): days of any size
+        // on one pattern, to see how memory follows the size of the day.
+        other => match other.strip_prefix("org-").map(str::parse::<usize>) {
+            Some(Ok(accounts)) if accounts > 0 => (accounts, 29, 53),
+            _ => panic!("unknown shape {other}"),
+        },
     }
 }
 
