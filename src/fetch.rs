@@ -4,7 +4,7 @@
 //! account and region. Through the SDK, each call costs about 0.1 ms of CPU in its
 //! orchestration — interceptors, endpoint rules, configuration layers, response
 //! deserialisation, signing — as much as gunzipping the file it fetches. So the SDK
-//! sends the first request of a run and, on the way, the [`Learn`] interceptor notes
+//! sends the first request of a run and, on the way, the `Learn` interceptor notes
 //! what it resolved for the bucket: the endpoint, the SigV4 signing scope, the
 //! `x-amz-expected-bucket-owner` header and the HTTP connector (the SDK's own, with its
 //! connection pool, TLS and timeouts). The later requests are the same requests —

@@ -45,11 +45,12 @@ use crate::writer::{self, ChunkEntry, Manifest};
 pub const STREAM_THRESHOLD: u64 = 4 * 1024 * 1024;
 /// Bytes of fetched-but-unread source objects held at once (streamed objects count
 /// as `STREAM_THRESHOLD`; a fetched object is held in an allocation of its own, see
-/// [`crate::fetch::Source::get`], so this counts what is held). 8 MiB at ~25 ms per GET is ~300 MB/s of fetching, and covers
-/// a GET ~0.5 s late at the ~15 MB/s of gzip the scanner reads; it binds on days of
-/// large files (a busy account's ~1 MB files): there, in the profiling build, 16 MiB gave
-/// 50 MiB of peak RSS and 8 MiB 38 MiB at the same speed (the release build: 33–34 MiB);
-/// 4 MiB 33 MiB but 6 % slower at 25 ms (BENCHMARKS.md).
+/// [`crate::fetch::Source::get`], so this counts what is held). 8 MiB at ~25 ms per
+/// GET is ~300 MB/s of fetching, and covers a GET ~0.5 s late at the ~15 MB/s of gzip
+/// the scanner reads; it binds on days of large files (a busy account's ~1 MB files):
+/// there, in the profiling build, 16 MiB gave 50 MiB of peak RSS and 8 MiB 38 MiB at
+/// the same speed (the release build: 33–34 MiB); 4 MiB 33 MiB but 6 % slower at 25 ms
+/// (BENCHMARKS.md).
 pub const FETCH_BUDGET: u64 = 8 * 1024 * 1024;
 /// Size of the multipart upload parts of a chunk: S3's minimum, 5 MiB, as a part is
 /// held in memory while it fills and while it is uploaded.
