@@ -30,7 +30,7 @@ use aws_sdk_s3::config::{
     ConfigBag, Credentials, HttpClient, Intercept, ResolveCachedIdentity, RuntimeComponents,
 };
 use aws_sdk_s3::error::BoxError;
-use aws_sdk_s3::primitives::{ByteStream, SdkBody};
+use aws_sdk_s3::primitives::{AggregatedBytes, ByteStream, SdkBody};
 use aws_sdk_s3::Client;
 use aws_smithy_runtime_api::client::auth::AuthSchemeId;
 use aws_smithy_runtime_api::client::http::{
@@ -40,7 +40,7 @@ use aws_smithy_runtime_api::client::identity::{Identity, SharedIdentityResolver}
 use aws_smithy_runtime_api::client::runtime_components::GetIdentityResolver;
 use aws_smithy_runtime_api::http::Request as HttpRequest;
 use aws_smithy_types::endpoint::Endpoint;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use tracing::info;
 
 use crate::error::Error;
@@ -185,7 +185,7 @@ impl Lean {
 
     /// `GET {endpoint}{path}?{query}` (`path` after the endpoint's own path, encoded;
     /// `query` canonical, see [`Signer::sign_get`]), signed; the body of a `200 OK`.
-    async fn send(&self, path: &str, query: &str) -> Result<Bytes, LeanFailed> {
+    async fn send(&self, path: &str, query: &str) -> Result<AggregatedBytes, LeanFailed> {
         let failed = |what: &str, e: &dyn std::fmt::Display| LeanFailed(format!("{what}: {e}"));
         let identity = self.identity().await?;
         let credentials = identity
@@ -233,12 +233,21 @@ impl Lean {
             ByteStream::new(response.into_body())
                 .collect()
                 .await
-                .map(|b| b.into_bytes())
                 .map_err(|e| failed("reading the body", &e))
         })
         .await;
         response.unwrap_or_else(|_| Err(LeanFailed("timed out".into())))
     }
+}
+
+/// A fetched body in one allocation of its own, copied once from the pieces it came
+/// in (see [`Source::get`] for why).
+fn owned(body: AggregatedBytes) -> Bytes {
+    let mut all = Vec::with_capacity(body.remaining());
+    for piece in body.into_segments() {
+        all.extend_from_slice(&piece);
+    }
+    Bytes::from(all)
 }
 
 /// One lean path (GETs or LISTs): open until its first failure.
@@ -321,9 +330,9 @@ impl Source {
     pub async fn get(&self, key: &str) -> Result<Bytes, Error> {
         if let Some(lean) = self.learnt(&self.gets) {
             match lean.send(&format!("/{}", encode_key(key)), "").await {
-                Ok(bytes) => {
+                Ok(body) => {
                     self.gets.sent.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Bytes::copy_from_slice(&bytes));
+                    return Ok(owned(body));
                 }
                 Err(LeanFailed(why)) => {
                     let url = format!("s3://{}/{}", self.bucket, key);
@@ -335,7 +344,7 @@ impl Source {
             .await?
             .collect()
             .await
-            .map(|b| Bytes::copy_from_slice(&b.into_bytes()))
+            .map(owned)
             .map_err(|e| Error::s3("GetObject (reading the body)", &self.bucket, key, e))
     }
 
@@ -370,7 +379,10 @@ impl Source {
         }
         query.push_str("delimiter=%2F&list-type=2&prefix=");
         query.push_str(&encode_query_value(prefix));
-        let page = lean.send("/", &query).await;
+        let page = lean
+            .send("/", &query)
+            .await
+            .map(AggregatedBytes::into_bytes);
         if page.is_ok() {
             self.lists.sent.fetch_add(1, Ordering::Relaxed);
         }
