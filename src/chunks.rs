@@ -1,4 +1,6 @@
-//! Chunks: records → gzip NDJSON objects under a byte bound. No I/O.
+//! Chunks: records → gzip NDJSON objects under a byte bound. No I/O of its own: the
+//! compressed bytes go where a [`Parts`] puts them: memory ([`InMemory`]) or the
+//! pipeline's spool files ([`crate::spool::Spool`]).
 //!
 //! Each record becomes one line (`record` + `\n`). A chunk is closed *before* a line
 //! would take its uncompressed size past the bound, so every chunk stays within it,
@@ -61,6 +63,41 @@ impl Lines {
 /// add after the buffer reached `part_size - 1`.
 const PART_SLACK: usize = 2 * 1024 * 1024;
 
+/// Where the compressed bytes of a chunk's pieces go while they fill: makes a buffer
+/// for each piece and seals it when the piece is handed out.
+pub trait Parts {
+    /// A piece being written.
+    type Buf: Write;
+    /// A piece handed out.
+    type Sealed;
+    /// An empty buffer for the next piece.
+    fn create(&mut self) -> io::Result<Self::Buf>;
+    /// Bytes written into `buf` so far.
+    fn written(buf: &Self::Buf) -> usize;
+    /// Ends the piece: everything written is in what it returns.
+    fn seal(buf: Self::Buf) -> io::Result<Self::Sealed>;
+}
+
+/// Pieces in memory, each with room for a whole part so that it never doubles (pages
+/// are only touched as they are written).
+pub struct InMemory {
+    part_size: usize,
+}
+
+impl Parts for InMemory {
+    type Buf = Vec<u8>;
+    type Sealed = Vec<u8>;
+    fn create(&mut self) -> io::Result<Vec<u8>> {
+        Ok(Vec::with_capacity(self.part_size + PART_SLACK))
+    }
+    fn written(buf: &Vec<u8>) -> usize {
+        buf.len()
+    }
+    fn seal(buf: Vec<u8>) -> io::Result<Vec<u8>> {
+        Ok(buf)
+    }
+}
+
 /// A finished chunk, as the manifest describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkInfo {
@@ -77,19 +114,19 @@ pub struct ChunkInfo {
 /// What the builder hands out, in order: a chunk's compressed bytes in one or more
 /// pieces (each at least `part_size` except the last), then its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Piece {
+pub enum Piece<S = Vec<u8>> {
     /// `last`: the chunk's final piece, followed by its `End`. A piece that is not the
     /// last is a full part: the chunk goes up as a multipart upload, which can start.
     Data {
         index: u32,
-        bytes: Vec<u8>,
+        bytes: S,
         last: bool,
     },
     End(ChunkInfo),
 }
 
-struct Building {
-    encoder: GzEncoder<Vec<u8>>,
+struct Building<B: Write> {
+    encoder: GzEncoder<B>,
     records: u64,
     uncompressed: u64,
     compressed: u64,
@@ -97,23 +134,34 @@ struct Building {
 
 /// Builds chunks from records, in order. Compressed output is handed out in pieces of
 /// about `part_size` bytes as it is produced, so a chunk is never held whole.
-pub struct ChunkBuilder {
+pub struct ChunkBuilder<P: Parts = InMemory> {
     limit: u64,
     level: Compression,
     part_size: usize,
+    parts: P,
     next_index: u32,
-    current: Option<Building>,
-    out: VecDeque<Piece>,
+    current: Option<Building<P::Buf>>,
+    out: VecDeque<Piece<P::Sealed>>,
 }
 
-impl ChunkBuilder {
-    /// `limit`: the largest uncompressed size of a chunk in bytes (at least 1);
-    /// `part_size`: the size of the compressed pieces handed out (at least 1).
+impl ChunkBuilder<InMemory> {
+    /// A builder whose pieces are in memory; `limit`: the largest uncompressed size of
+    /// a chunk in bytes (at least 1); `part_size`: the size of the compressed pieces
+    /// handed out (at least 1).
     pub fn new(limit: u64, gzip_level: u32, part_size: usize) -> Self {
+        let part_size = part_size.max(1);
+        ChunkBuilder::with_parts(limit, gzip_level, part_size, InMemory { part_size })
+    }
+}
+
+impl<P: Parts> ChunkBuilder<P> {
+    /// As [`ChunkBuilder::new`], with the pieces written where `parts` puts them.
+    pub fn with_parts(limit: u64, gzip_level: u32, part_size: usize, parts: P) -> Self {
         ChunkBuilder {
             limit: limit.max(1),
             level: Compression::new(gzip_level.min(9)),
             part_size: part_size.max(1),
+            parts,
             next_index: 0,
             current: None,
             out: VecDeque::new(),
@@ -134,17 +182,17 @@ impl ChunkBuilder {
         let mut i = 0;
         let mut off = 0;
         while i < ends.len() {
-            let level = self.level;
-            let part_size = self.part_size;
-            let b = self.current.get_or_insert_with(|| Building {
-                // Room for a whole part (pages are only touched as they are written).
-                encoder: GzBuilder::new()
-                    .mtime(0)
-                    .write(Vec::with_capacity(part_size + PART_SLACK), level),
-                records: 0,
-                uncompressed: 0,
-                compressed: 0,
-            });
+            if self.current.is_none() {
+                self.current = Some(Building {
+                    encoder: GzBuilder::new()
+                        .mtime(0)
+                        .write(self.parts.create()?, self.level),
+                    records: 0,
+                    uncompressed: 0,
+                    compressed: 0,
+                });
+            }
+            let b = self.current.as_mut().expect("a chunk is being built");
             let room = self.limit.saturating_sub(b.uncompressed);
             let mut j = i + ends[i..].partition_point(|e| (e - off) as u64 <= room);
             if j == i {
@@ -158,14 +206,12 @@ impl ChunkBuilder {
             b.encoder.write_all(&lines.data[off..end])?;
             b.records += (j - i) as u64;
             b.uncompressed += (end - off) as u64;
-            if b.encoder.get_ref().len() >= self.part_size {
-                // A fresh buffer with room for a whole part, so it never doubles.
-                let room = Vec::with_capacity(self.part_size + PART_SLACK);
-                let bytes = std::mem::replace(b.encoder.get_mut(), room);
-                b.compressed += bytes.len() as u64;
+            if P::written(b.encoder.get_ref()) >= self.part_size {
+                let full = std::mem::replace(b.encoder.get_mut(), self.parts.create()?);
+                b.compressed += P::written(&full) as u64;
                 self.out.push_back(Piece::Data {
                     index: self.next_index,
-                    bytes,
+                    bytes: P::seal(full)?,
                     last: false,
                 });
             }
@@ -183,19 +229,19 @@ impl ChunkBuilder {
         if b.records == 0 {
             return Ok(());
         }
-        let bytes = b.encoder.finish()?;
+        let rest = b.encoder.finish()?;
         let index = self.next_index;
         self.next_index += 1;
         let info = ChunkInfo {
             index,
             records: b.records,
             uncompressed_bytes: b.uncompressed,
-            compressed_bytes: b.compressed + bytes.len() as u64,
+            compressed_bytes: b.compressed + P::written(&rest) as u64,
         };
-        if !bytes.is_empty() {
+        if P::written(&rest) > 0 {
             self.out.push_back(Piece::Data {
                 index,
-                bytes,
+                bytes: P::seal(rest)?,
                 last: true,
             });
         }
@@ -209,7 +255,7 @@ impl ChunkBuilder {
     }
 
     /// Takes the pieces produced so far, in order.
-    pub fn pieces(&mut self) -> std::collections::vec_deque::Drain<'_, Piece> {
+    pub fn pieces(&mut self) -> std::collections::vec_deque::Drain<'_, Piece<P::Sealed>> {
         self.out.drain(..)
     }
 

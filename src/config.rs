@@ -13,11 +13,13 @@
 //! | `LOG_LEVEL` | `trace`, `debug`, `info`, `warn`/`warning`, `error`/`critical` | `info` |
 //! | `METRICS_NAMESPACE` | CloudWatch namespace of the per-day EMF metrics (Lambda only) | `CloudTrailAggregator` |
 //! | `EXPECTED_BUCKET_OWNER` | account id that must own both buckets (sent on every S3 call) | none |
+//! | `TMPDIR` | folder for the output's compressed pieces until they are uploaded ([`crate::spool`]) | `/tmp` |
 //!
 //! Prefixes are normalised to end in `/` (an empty prefix means the bucket's root).
 //! A missing or malformed value is an [`ConfigError`] naming the variable.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use crate::chunks::{DEFAULT_CHUNK_SIZE_BYTES, DEFAULT_GZIP_LEVEL};
 
@@ -28,6 +30,9 @@ pub const DEFAULT_DST_PREFIX: &str = "cloudtrail-daily/";
 pub const DEFAULT_MAX_CONCURRENT_GETS: usize = 128;
 pub const DEFAULT_METRICS_NAMESPACE: &str = "CloudTrailAggregator";
 pub const DEFAULT_MAX_CONCURRENT_LISTS: usize = 16;
+/// Where the output's pieces are spooled when `TMPDIR` is not set (as `std::env::temp_dir`
+/// on Unix; Lambda's writable ephemeral storage).
+pub const DEFAULT_SPOOL_DIR: &str = "/tmp";
 /// S3's limit for a single PutObject; a chunk must fit in one.
 pub const MAX_CHUNK_SIZE_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
@@ -64,6 +69,8 @@ pub struct Config {
     pub metrics_namespace: String,
     /// A 12-digit account id, when `EXPECTED_BUCKET_OWNER` is set.
     pub expected_bucket_owner: Option<String>,
+    /// Where the output's pieces are spooled (`TMPDIR`, else `/tmp`).
+    pub spool_dir: PathBuf,
 }
 
 impl Config {
@@ -149,6 +156,10 @@ impl Config {
             }
             _ => None,
         };
+        let spool_dir = match get("TMPDIR") {
+            Some(v) if !v.trim().is_empty() => PathBuf::from(v),
+            _ => PathBuf::from(DEFAULT_SPOOL_DIR),
+        };
         Ok(Config {
             src_bucket,
             src_prefix,
@@ -161,6 +172,7 @@ impl Config {
             log_level,
             metrics_namespace,
             expected_bucket_owner,
+            spool_dir,
         })
     }
 }
@@ -276,6 +288,7 @@ mod tests {
         assert_eq!(c.dst_prefix, "cloudtrail-daily/");
         assert_eq!(c.chunk_size_bytes, 64 * 1024 * 1024);
         assert_eq!(c.log_level, None);
+        assert_eq!(c.spool_dir, PathBuf::from("/tmp"));
         let c = cfg(&[
             ("SRC_BUCKET", "logs"),
             ("DST_BUCKET", "out"),
@@ -283,12 +296,14 @@ mod tests {
             ("DST_PREFIX", ""),
             ("CHUNK_SIZE_BYTES", "1000"),
             ("LOG_LEVEL", "WARNING"),
+            ("TMPDIR", "/mnt/scratch"),
         ])
         .unwrap();
         assert_eq!(c.src_prefix, "AWSLogs/o-abc123def4/");
         assert_eq!(c.dst_prefix, "");
         assert_eq!(c.chunk_size_bytes, 1000);
         assert_eq!(c.log_level.as_deref(), Some("warn"));
+        assert_eq!(c.spool_dir, PathBuf::from("/mnt/scratch"));
     }
 
     /// Each bad value names its variable.

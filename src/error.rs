@@ -38,9 +38,19 @@ pub enum Error {
         source: RecordsError,
     },
 
-    /// Compressing an output chunk failed (in memory; should not happen).
+    /// Compressing an output chunk failed: writing its spool file (the source names the
+    /// file: a full disk, a `TMPDIR` that cannot be written).
     #[error("compressing chunk s3://{bucket}/{key} failed: {source}")]
     Compress {
+        bucket: String,
+        key: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A piece of an output chunk could not be read back from its spool file to upload.
+    #[error("uploading chunk s3://{bucket}/{key} failed: {source}")]
+    Spool {
         bucket: String,
         key: String,
         #[source]

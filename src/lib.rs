@@ -9,6 +9,7 @@
 //!   listing (the SDK's first request, then lean signed ones);
 //! - [`records`]: a delivery file's bytes → its records, streamed one at a time;
 //! - [`chunks`]: records → gzip NDJSON chunks under a byte bound;
+//! - [`spool`]: a chunk's compressed pieces in temporary files until they are uploaded;
 //! - [`writer`]: chunk uploads, stale-chunk cleanup, `_manifest.json`;
 //! - [`pipeline`]: wires the stages for one day with bounded concurrency;
 //! - [`handler`]: an `SqsEvent` → per-message days → `SqsBatchResponse`.
@@ -33,6 +34,7 @@ pub mod pipeline;
 pub mod process;
 pub mod records;
 pub mod sigv4;
+pub mod spool;
 pub mod telemetry;
 pub mod trigger;
 pub mod writer;

@@ -5,7 +5,8 @@
 //!                  (≤ GET_WINDOW × max_concurrent_gets started past the oldest one
 //!                  not yet handed on)
 //!         ─▶ [thread 1] gunzip + record scan → blocks of NDJSON lines
-//!         ─▶ [thread 2] gzip into chunks, handed out in UPLOAD_PART_BYTES pieces
+//!         ─▶ [thread 2] gzip into chunks, handed out in UPLOAD_PART_BYTES pieces,
+//!                       each written to a spool file ([`crate::spool`])
 //!         ─▶ uploads: PutObject, or a multipart upload started with a chunk's first full
 //!            part; one piece uploading while the next fills
 //!         ─▶ stale-chunk cleanup ─▶ _manifest.json
@@ -28,7 +29,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::future::FusedFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
@@ -38,6 +40,7 @@ use crate::error::Error;
 use crate::fetch::Source;
 use crate::listing::{self, SourceObject};
 use crate::records;
+use crate::spool::{Spool, Spooled};
 use crate::trigger::Day;
 use crate::writer::{self, ChunkEntry, Manifest};
 
@@ -52,8 +55,9 @@ pub const STREAM_THRESHOLD: u64 = 4 * 1024 * 1024;
 /// the same speed (the release build: 33–34 MiB); 4 MiB 33 MiB but 6 % slower at 25 ms
 /// (BENCHMARKS.md).
 pub const FETCH_BUDGET: u64 = 8 * 1024 * 1024;
-/// Size of the multipart upload parts of a chunk: S3's minimum, 5 MiB, as a part is
-/// held in memory while it fills and while it is uploaded.
+/// Size of the multipart upload parts of a chunk: S3's minimum, 5 MiB (a part is
+/// spooled to a file while it fills and while it is uploaded: it costs disk, not memory,
+/// but fewer, larger parts would make a failed part's retry longer).
 pub const UPLOAD_PART_BYTES: usize = 5 * 1024 * 1024;
 /// Size of the blocks of NDJSON lines passed from the scanner to the compressor (and
 /// handed back empty for reuse).
@@ -295,7 +299,7 @@ fn pump<R: Read>(
 }
 
 /// A piece on its way to the uploader, with the upload slot it holds (data pieces).
-type Handed = (Piece, Option<OwnedSemaphorePermit>);
+type Handed = (Piece<Spooled>, Option<OwnedSemaphorePermit>);
 
 /// Thread 2: compresses the lines into chunks, handing out pieces as they fill.
 ///
@@ -313,14 +317,19 @@ fn compress_chunks(
     pieces_tx: mpsc::Sender<Handed>,
     slots: Arc<Semaphore>,
 ) -> Result<(), Error> {
-    let mut builder = ChunkBuilder::new(cfg.chunk_size_bytes, cfg.gzip_level, UPLOAD_PART_BYTES);
-    let compress_err = |builder: &ChunkBuilder, source| Error::Compress {
+    let mut builder = ChunkBuilder::with_parts(
+        cfg.chunk_size_bytes,
+        cfg.gzip_level,
+        UPLOAD_PART_BYTES,
+        Spool::new(&cfg.spool_dir),
+    );
+    let compress_err = |builder: &ChunkBuilder<Spool>, source| Error::Compress {
         bucket: cfg.dst_bucket.clone(),
         key: writer::chunk_key(&cfg.dst_prefix, day, builder.chunks_closed()),
         source,
     };
     // `false` when the uploader has gone (it reports its own error).
-    let hand_out = |builder: &mut ChunkBuilder| {
+    let hand_out = |builder: &mut ChunkBuilder<Spool>| {
         for piece in builder.pieces() {
             let held = match piece {
                 Piece::Data { .. } => Some(
@@ -361,23 +370,28 @@ async fn upload_chunks(
     day: Day,
     mut pieces: mpsc::Receiver<Handed>,
     check_deadline: impl Fn() -> Result<(), Error>,
+    multipart: &mut Option<writer::Multipart>,
 ) -> Result<Vec<ChunkEntry>, Error> {
     let mut entries = Vec::new();
     // A chunk's only piece, put whole at its end.
-    let mut whole: Option<Vec<u8>> = None;
-    let mut multipart: Option<writer::Multipart> = None;
-    // The upload slot is freed when `_slot` drops, after the piece is stored.
+    let mut whole: Option<Spooled> = None;
+    // The upload slot is freed when `_slot` drops, after the piece is stored; the piece's
+    // file is deleted when `bytes` (or `whole`) drops.
     while let Some((piece, _slot)) = pieces.recv().await {
         check_deadline()?;
         match piece {
             Piece::Data { index, bytes, last } => match multipart.as_mut() {
-                Some(mp) => mp.upload_part(s3, bytes).await?,
+                Some(mp) => {
+                    mp.upload_part(s3, spooled_body(&bytes, cfg, day, index).await?)
+                        .await?
+                }
                 None if last => whole = Some(bytes),
                 None => {
                     let key = writer::chunk_key(&cfg.dst_prefix, day, index);
+                    let part = spooled_body(&bytes, cfg, day, index).await?;
                     let mp = multipart
                         .insert(writer::Multipart::start(s3, &cfg.dst_bucket, &key).await?);
-                    mp.upload_part(s3, bytes).await?;
+                    mp.upload_part(s3, part).await?;
                 }
             },
             Piece::End(info) => {
@@ -385,9 +399,20 @@ async fn upload_chunks(
                 match multipart.take() {
                     Some(mp) => mp.complete(s3).await?,
                     None => {
-                        let body = whole.take().unwrap_or_default();
-                        writer::put(s3, &cfg.dst_bucket, &key, body, writer::CHUNK_CONTENT_TYPE)
-                            .await?
+                        // `piece` (its file) lives until the object is stored.
+                        let piece = whole.take();
+                        let object = match &piece {
+                            Some(piece) => spooled_body(piece, cfg, day, info.index).await?,
+                            None => ByteStream::from_static(b""),
+                        };
+                        writer::put(
+                            s3,
+                            &cfg.dst_bucket,
+                            &key,
+                            object,
+                            writer::CHUNK_CONTENT_TYPE,
+                        )
+                        .await?
                     }
                 }
                 entries.push(entry(&cfg.dst_bucket, key, info));
@@ -399,6 +424,20 @@ async fn upload_chunks(
         mp.abort(s3).await;
     }
     Ok(entries)
+}
+
+/// A spooled piece of chunk `index` as a request body.
+async fn spooled_body(
+    piece: &Spooled,
+    cfg: &Config,
+    day: Day,
+    index: u32,
+) -> Result<ByteStream, Error> {
+    piece.body().await.map_err(|source| Error::Spool {
+        bucket: cfg.dst_bucket.clone(),
+        key: writer::chunk_key(&cfg.dst_prefix, day, index),
+        source,
+    })
 }
 
 fn entry(bucket: &str, key: String, info: ChunkInfo) -> ChunkEntry {
@@ -527,24 +566,47 @@ pub async fn aggregate_day(
         Ok::<(), Error>(())
     };
 
-    let scanner = {
+    // The stages' threads and the chunk's open multipart upload are kept out here: when
+    // a stage fails, `try_join!` drops the others, and the cleanup below needs them.
+    let mut scan_thread = {
         let cfg = cfg.clone();
         let progress = progress.clone();
-        let handle = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             scan_files(&cfg, file_rx, lines_tx, spare_rx, &progress.done)
-        });
-        async move { joined("record scanner", handle.await) }
+        })
+        .fuse()
     };
-    let compressor = {
+    let mut compress_thread = {
         let cfg = cfg.clone();
-        let handle = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             compress_chunks(&cfg, day, lines_rx, spare_tx, piece_tx, upload_slots)
-        });
-        async move { joined("chunk compressor", handle.await) }
+        })
+        .fuse()
     };
-    let uploader = upload_chunks(s3, cfg, day, piece_rx, &check_deadline);
+    let mut open_upload: Option<writer::Multipart> = None;
+    let scanner = async { joined("record scanner", (&mut scan_thread).await) };
+    let compressor = async { joined("chunk compressor", (&mut compress_thread).await) };
+    let uploader = upload_chunks(s3, cfg, day, piece_rx, &check_deadline, &mut open_upload);
 
-    let ((), stats, (), entries) = tokio::try_join!(fetcher, scanner, compressor, uploader)?;
+    let ((), stats, (), entries) = match tokio::try_join!(fetcher, scanner, compressor, uploader) {
+        Ok(done) => done,
+        Err(e) => {
+            // The other stages were dropped, closing their channels: each thread stops
+            // at its next hand-over (within a block of lines). Wait for them, so that
+            // nothing works on or holds a spool file once the day has failed, and abort
+            // the chunk's multipart upload if one is open.
+            if !scan_thread.is_terminated() {
+                let _ = scan_thread.await;
+            }
+            if !compress_thread.is_terminated() {
+                let _ = compress_thread.await;
+            }
+            if let Some(mp) = open_upload.take() {
+                mp.abort(s3).await;
+            }
+            return Err(e);
+        }
+    };
     let total = progress.listed.load(Ordering::Relaxed);
     if total == 0 {
         let hint = if accounts == 0 {

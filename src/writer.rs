@@ -75,20 +75,20 @@ pub struct Manifest {
     pub generator: String,
 }
 
-/// PutObject of one body.
+/// PutObject of one body (in memory, or a spooled piece's [`crate::spool::Spooled::body`]).
 pub async fn put(
     s3: &Client,
     bucket: &str,
     key: &str,
-    body: Vec<u8>,
+    body: ByteStream,
     content_type: &str,
 ) -> Result<(), Error> {
-    let len = body.len();
+    let len = body.size_hint().0;
     s3.put_object()
         .bucket(bucket)
         .key(key)
         .content_type(content_type)
-        .body(ByteStream::from(body))
+        .body(body)
         .send()
         .await
         .map_err(|e| Error::s3("PutObject", bucket, key, e))?;
@@ -125,27 +125,21 @@ impl Multipart {
         })
     }
 
-    /// UploadPart of the next part.
-    pub async fn upload_part(&mut self, s3: &Client, body: Vec<u8>) -> Result<(), Error> {
+    /// UploadPart of the next part. On error the upload stays open: its owner aborts it
+    /// ([`Multipart::abort`]).
+    pub async fn upload_part(&mut self, s3: &Client, body: ByteStream) -> Result<(), Error> {
         let number = self.parts.len() as i32 + 1;
-        let len = body.len();
-        let res = s3
+        let len = body.size_hint().0;
+        let out = s3
             .upload_part()
             .bucket(&self.bucket)
             .key(&self.key)
             .upload_id(&self.upload_id)
             .part_number(number)
-            .body(ByteStream::from(body))
+            .body(body)
             .send()
-            .await;
-        let out = match res {
-            Ok(out) => out,
-            Err(e) => {
-                let err = Error::s3("UploadPart", &self.bucket, &self.key, e);
-                self.abort_ref(s3).await;
-                return Err(err);
-            }
-        };
+            .await
+            .map_err(|e| Error::s3("UploadPart", &self.bucket, &self.key, e))?;
         self.parts.push(
             CompletedPart::builder()
                 .part_number(number)
@@ -156,7 +150,7 @@ impl Multipart {
         Ok(())
     }
 
-    /// CompleteMultipartUpload.
+    /// CompleteMultipartUpload (aborted if it fails).
     pub async fn complete(self, s3: &Client) -> Result<(), Error> {
         let res = s3
             .complete_multipart_upload()
@@ -264,7 +258,7 @@ pub async fn put_manifest(
 ) -> Result<(), Error> {
     let mut body = serde_json::to_vec_pretty(manifest).expect("a manifest always serialises");
     body.push(b'\n');
-    put(s3, bucket, key, body, "application/json").await
+    put(s3, bucket, key, ByteStream::from(body), "application/json").await
 }
 
 #[cfg(test)]

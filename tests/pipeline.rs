@@ -596,6 +596,110 @@ async fn large_file_streams_and_large_chunk_uploads_in_parts() {
     assert_lines(&ndjson, &want);
 }
 
+/// The output's pieces are spooled in `TMPDIR` and every spool file is deleted by the
+/// end of the run: after a run whose chunk went up in parts, and after a run that failed
+/// mid-chunk on a bad source file (its parts already spooled, one of them uploaded) —
+/// whose multipart upload is aborted, leaving no part on the server.
+#[tokio::test]
+async fn spool_files_are_deleted_after_a_run_and_after_a_failed_one() {
+    let spool = tempfile::tempdir().unwrap();
+    let mut cfg = config(64 << 20);
+    cfg.spool_dir = spool.path().to_path_buf();
+    let spooled = || std::fs::read_dir(spool.path()).unwrap().count();
+    // ~13 MB of NDJSON that gzips to ~6.5 MB: two parts.
+    let big = gzip(&delivery(&noisy_records(1600)));
+    let big_key = log_key("AWSLogs/", "111111111111", "us-east-1", DAY, 1);
+    let bad_key = log_key("AWSLogs/", "111111111111", "us-east-1", DAY, 2);
+
+    let (_server, s3) = setup().await;
+    let want = put_files(&s3, &[(big_key.clone(), big.clone())]).await;
+    let summary = aggregate_day(&s3, &cfg, day(), RunOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        summary.manifest.bytes_written > cloudtrail_aggregator::pipeline::UPLOAD_PART_BYTES as u64
+    );
+    assert_lines(&output(&s3).await.1, &want);
+    assert_eq!(spooled(), 0, "a successful run leaves no spool file");
+
+    // ~24 MB of NDJSON (~12 MB of gzip) before the bad file: the scanner is at most a few
+    // blocks of lines ahead of the compressor, so by the time it fails the compressor has
+    // handed out a second part, which waits for the first to be stored.
+    let (server, s3) = setup().await;
+    put(&s3, SRC, &big_key, gzip(&delivery(&noisy_records(3000)))).await;
+    put(&s3, SRC, &bad_key, b"not gzip, not JSON".to_vec()).await;
+    let err = aggregate_day(&s3, &cfg, day(), RunOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("s3://{SRC}/{bad_key}")),
+        "{err}"
+    );
+    assert_eq!(spooled(), 0, "a failed run leaves no spool file");
+    assert_eq!(
+        upload_files(&server.root),
+        Vec::<String>::new(),
+        "no unfinished upload"
+    );
+    assert_eq!(
+        get(&s3, DST, "cloudtrail-daily/2024/02/12/_manifest.json").await,
+        None
+    );
+}
+
+/// The files s3s-fs keeps for unfinished multipart uploads (parts and metadata).
+fn upload_files(root: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if name.contains("upload") {
+                found.push(name);
+            }
+        }
+    }
+    found
+}
+
+/// A spool folder that cannot be written fails the day with an error naming the folder
+/// and the chunk, and no manifest.
+#[tokio::test]
+async fn an_unusable_spool_folder_fails_the_day_naming_it() {
+    let (_server, s3) = setup().await;
+    put_files(
+        &s3,
+        &generated("AWSLogs/", "111111111111", "us-east-1", 3, 2),
+    )
+    .await;
+    let spool = tempfile::tempdir().unwrap();
+    let missing = spool.path().join("missing");
+    let mut cfg = config(64 << 20);
+    cfg.spool_dir = missing.clone();
+    let err = aggregate_day(&s3, &cfg, day(), RunOptions::default())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Compress { .. }), "{err:?}");
+    assert!(
+        msg.contains(&format!(
+            "s3://{DST}/cloudtrail-daily/2024/02/12/000000.ndjson.gz"
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("create a spool file in {}", missing.display())),
+        "{msg}"
+    );
+    assert_eq!(
+        get(&s3, DST, "cloudtrail-daily/2024/02/12/_manifest.json").await,
+        None
+    );
+}
+
 /// EXPECTED_BUCKET_OWNER puts `x-amz-expected-bucket-owner` on every S3 request the
 /// aggregation makes; a bucket of another owner is refused and the error names it.
 #[tokio::test]
