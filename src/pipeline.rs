@@ -14,7 +14,8 @@
 //!
 //! Memory does not grow with the day: objects up to `STREAM_THRESHOLD` are fetched
 //! whole within a byte budget, larger ones are streamed through the record scanner as
-//! they arrive, and a chunk is uploaded in parts as it is compressed.
+//! they arrive, and a chunk is uploaded in parts as it is compressed, each part spooled
+//! to a file rather than held in memory.
 //!
 //! The order of records is the order of the sorted source keys and, within a file,
 //! the order of its `Records` array, whatever the concurrency: GETs complete out of
@@ -303,10 +304,10 @@ type Handed = (Piece<Spooled>, Option<OwnedSemaphorePermit>);
 
 /// Thread 2: compresses the lines into chunks, handing out pieces as they fill.
 ///
-/// Memory: a data piece waits for the upload slot (`slots`, one permit) before it is
-/// handed out, and the uploader frees the slot once the piece is stored: at most one
-/// piece is uploading while the next fills, and if uploads are slower than compression
-/// the compressor waits instead of queueing more. (Waiting for every full part's upload
+/// Spool space: a data piece waits for the upload slot (`slots`, one permit) before it
+/// is handed out, and the uploader frees the slot once the piece is stored: at most one
+/// piece is uploading while the next fills (two spool files), and if uploads are slower
+/// than compression the compressor waits instead of queueing more. (Waiting for every full part's upload
 /// before filling the next saved no measurable memory in the benchmark — the next part
 /// is barely written while one uploads — and cost ~6 % wall time at 25 ms per request.)
 fn compress_chunks(

@@ -36,7 +36,7 @@ pub struct SpoolFile {
 
 impl SpoolFile {
     /// A new, empty spool file in `dir`.
-    pub fn create_in(dir: &Path) -> io::Result<SpoolFile> {
+    fn create_in(dir: &Path) -> io::Result<SpoolFile> {
         let (file, path) = tempfile::Builder::new()
             .prefix("cloudtrail-aggregator-")
             .suffix(".part")
@@ -133,13 +133,7 @@ impl Spooled {
             .buffer_size(IO_BUFFER)
             .build()
             .await
-            .map_err(|e| {
-                context(
-                    io::Error::other(e),
-                    "read spool file",
-                    &PathBuf::from(&*self.path),
-                )
-            })
+            .map_err(|e| context(io::Error::other(e), "read spool file", &self.path))
     }
 }
 
