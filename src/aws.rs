@@ -58,14 +58,26 @@ impl Intercept for ExpectedBucketOwner {
 /// When an endpoint override is set (an S3-compatible server), S3 is addressed
 /// path-style, so that any server on loopback works without wildcard DNS, and
 /// uploads carry a checksum only where the operation requires one, unless
-/// `AWS_REQUEST_CHECKSUM_CALCULATION` (or the profile's `request_checksum_calculation`)
-/// says otherwise: the SDK's default since 2025, a CRC32 on every PutObject and
-/// UploadPart, is refused by several S3-compatible stores. Against AWS the SDK's
-/// default stands.
+/// `AWS_REQUEST_CHECKSUM_CALCULATION` is set: the SDK's default since 2025, a CRC32 on
+/// every PutObject and UploadPart (sent as an `aws-chunked` trailer when the body is a
+/// file), is refused by several S3-compatible stores. Against AWS the SDK's default
+/// stands.
 pub fn s3_client(sdk: &SdkConfig, cfg: &Config) -> Client {
+    s3_client_for(sdk, cfg, checksums_asked(|name| std::env::var(name).ok()))
+}
+
+/// Whether the environment (read through `get`) chooses the upload checksums itself.
+/// (The loaded `SdkConfig` cannot say: the loader fills in the SDK's default when
+/// nothing is set.)
+pub fn checksums_asked(get: impl Fn(&str) -> Option<String>) -> bool {
+    get("AWS_REQUEST_CHECKSUM_CALCULATION").is_some_and(|v| !v.trim().is_empty())
+}
+
+/// [`s3_client`], with `checksums_asked` given rather than read from the environment.
+pub fn s3_client_for(sdk: &SdkConfig, cfg: &Config, checksums_asked: bool) -> Client {
     let compatible = endpoint_override().is_some() || sdk.endpoint_url().is_some();
     let mut conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(compatible);
-    if compatible && sdk.request_checksum_calculation().is_none() {
+    if compatible && !checksums_asked {
         conf = conf.request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
     }
     if let Some(owner) = &cfg.expected_bucket_owner {
@@ -82,4 +94,19 @@ pub async fn s3_client_from_env(cfg: &Config) -> Client {
 /// An SQS client from the environment.
 pub async fn sqs_client_from_env() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(&sdk_config().await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a non-empty `AWS_REQUEST_CHECKSUM_CALCULATION` chooses the checksums.
+    #[test]
+    fn checksums_asked_only_by_the_variable() {
+        let with = |v: Option<&str>| checksums_asked(|_| v.map(str::to_string));
+        assert!(!with(None));
+        assert!(!with(Some(" ")));
+        assert!(with(Some("when_supported")));
+        assert!(with(Some("WHEN_REQUIRED")));
+    }
 }

@@ -989,7 +989,9 @@ async fn fetched_files_wait_within_the_byte_budget() {
 /// Against an S3-compatible endpoint the uploads — PutObject and the parts of a
 /// multipart upload — carry no optional checksum, which several S3-compatible stores
 /// refuse (the SDK adds a CRC32 to every PutObject and UploadPart by default), unless
-/// the configuration asks for one — then they do, as on AWS.
+/// `AWS_REQUEST_CHECKSUM_CALCULATION` asks for one — then they do, as on AWS. The SDK
+/// configuration is the one `aws_config`'s loader gives when nothing is set: it fills in
+/// the SDK's default, `WhenSupported`, so the configuration alone cannot tell.
 #[tokio::test]
 async fn uploads_to_an_s3_compatible_endpoint_carry_no_optional_checksum() {
     use aws_sdk_s3::config::RequestChecksumCalculation;
@@ -1002,11 +1004,16 @@ async fn uploads_to_an_s3_compatible_endpoint_carry_no_optional_checksum() {
     ));
     let (server, seen, plain, want) = recorded(None, &[], &files).await;
     let cfg = config(64 << 20);
-    let puts = |sdk: aws_config::SdkConfig| {
-        let (seen, cfg) = (seen.clone(), cfg.clone());
+    let loaded = server
+        .sdk_config()
+        .into_builder()
+        .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
+        .build();
+    let puts = |asked: bool| {
+        let (seen, cfg, sdk) = (seen.clone(), cfg.clone(), loaded.clone());
         async move {
             seen.lock().unwrap().clear();
-            let s3 = cloudtrail_aggregator::aws::s3_client(&sdk, &cfg);
+            let s3 = cloudtrail_aggregator::aws::s3_client_for(&sdk, &cfg, asked);
             aggregate_day(&s3, &cfg, day(), RunOptions::default())
                 .await
                 .unwrap();
@@ -1024,15 +1031,10 @@ async fn uploads_to_an_s3_compatible_endpoint_carry_no_optional_checksum() {
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(puts(server.sdk_config()).await, [None, None, None]);
+    assert_eq!(puts(false).await, [None, None, None]);
     assert_lines(&output(&plain).await.1, &want);
 
-    let asked = server
-        .sdk_config()
-        .into_builder()
-        .request_checksum_calculation(RequestChecksumCalculation::WhenSupported)
-        .build();
-    let with = puts(asked).await;
+    let with = puts(true).await;
     assert!(with.iter().all(|c| c.is_some()), "{with:?}");
     assert_lines(&output(&plain).await.1, &want);
 }
