@@ -3,11 +3,10 @@
 //!
 //! An S3 multipart upload needs parts of at least 5 MiB, each whole before its
 //! `UploadPart` starts (its length goes first) and kept until S3 has stored it (the SDK
-//! retries from it). Held in memory, the part uploading and the part filling were the
-//! only memory that a large day has and a small one has not: ~5–10 MiB on top of a
-//! ~22 MiB process. In a file they are page cache instead, which the kernel writes back
-//! and drops under pressure, so the process's own memory is the same for a 20 MB day
-//! and a 2 GB one.
+//! retries from it). Held in memory, the part uploading and the part filling were most
+//! of what a large day has and a small one has not: ~5–10 MiB on top of a ~22 MiB
+//! process. In a file they are page cache instead, which the kernel writes back and
+//! drops under pressure (BENCHMARKS.md, "Output pieces spooled to files").
 //!
 //! Files are created in the configured directory (`TMPDIR`, else `/tmp`: on Lambda the
 //! function's ephemeral storage, 512 MB by default, of which a run uses at most two
