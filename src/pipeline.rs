@@ -307,9 +307,10 @@ type Handed = (Piece<Spooled>, Option<OwnedSemaphorePermit>);
 /// Spool space: a data piece waits for the upload slot (`slots`, one permit) before it
 /// is handed out, and the uploader frees the slot once the piece is stored: at most one
 /// piece is uploading while the next fills (two spool files), and if uploads are slower
-/// than compression the compressor waits instead of queueing more. (Waiting for every full part's upload
-/// before filling the next saved no measurable memory in the benchmark — the next part
-/// is barely written while one uploads — and cost ~6 % wall time at 25 ms per request.)
+/// than compression the compressor waits instead of queueing more. (Waiting for every
+/// full part's upload before filling the next saved no measurable memory in the
+/// benchmark — the next part is barely written while one uploads — and cost ~6 % wall
+/// time at 25 ms per request.)
 fn compress_chunks(
     cfg: &Config,
     day: Day,
@@ -381,20 +382,18 @@ async fn upload_chunks(
     while let Some((piece, _slot)) = pieces.recv().await {
         check_deadline()?;
         match piece {
-            Piece::Data { index, bytes, last } => match multipart.as_mut() {
-                Some(mp) => {
-                    mp.upload_part(s3, spooled_body(&bytes, cfg, day, index).await?)
-                        .await?
-                }
-                None if last => whole = Some(bytes),
-                None => {
-                    let key = writer::chunk_key(&cfg.dst_prefix, day, index);
-                    let part = spooled_body(&bytes, cfg, day, index).await?;
-                    let mp = multipart
-                        .insert(writer::Multipart::start(s3, &cfg.dst_bucket, &key).await?);
-                    mp.upload_part(s3, part).await?;
-                }
-            },
+            Piece::Data { bytes, last, .. } if last && multipart.is_none() => whole = Some(bytes),
+            Piece::Data { index, bytes, .. } => {
+                let part = spooled_body(&bytes, cfg, day, index).await?;
+                let mp = match multipart {
+                    Some(mp) => mp,
+                    None => {
+                        let key = writer::chunk_key(&cfg.dst_prefix, day, index);
+                        multipart.insert(writer::Multipart::start(s3, &cfg.dst_bucket, &key).await?)
+                    }
+                };
+                mp.upload_part(s3, part).await?;
+            }
             Piece::End(info) => {
                 let key = writer::chunk_key(&cfg.dst_prefix, day, info.index);
                 match multipart.take() {
