@@ -12,9 +12,9 @@
 //!         ─▶ stale-chunk cleanup ─▶ _manifest.json
 //! ```
 //!
-//! Memory does not grow with the day: objects up to `STREAM_THRESHOLD` are fetched
-//! whole within a byte budget, larger ones are streamed through the record scanner as
-//! they arrive, and a chunk is uploaded in parts as it is compressed, each part spooled
+//! Memory does not grow with the day: objects up to `STREAM_THRESHOLD` (512 KiB) are
+//! fetched whole within a byte budget, larger ones are streamed through the record
+//! scanner as they arrive, and a chunk is uploaded in parts as it is compressed, each part spooled
 //! to a file rather than held in memory.
 //!
 //! The order of records is the order of the sorted source keys and, within a file,
@@ -45,16 +45,24 @@ use crate::spool::{Spool, Spooled};
 use crate::trigger::Day;
 use crate::writer::{self, ChunkEntry, Manifest};
 
-/// Objects larger than this are streamed rather than fetched whole.
-pub const STREAM_THRESHOLD: u64 = 4 * 1024 * 1024;
-/// Bytes of fetched-but-unread source objects held at once (streamed objects count
-/// as `STREAM_THRESHOLD`; a fetched object is held in an allocation of its own, see
-/// [`crate::fetch::Source::get`], so this counts what is held). 8 MiB at ~25 ms per
-/// GET is ~300 MB/s of fetching, and covers a GET ~0.5 s late at the ~15 MB/s of gzip
-/// the scanner reads; it binds on days of large files (a busy account's ~1 MB files):
-/// there, in the profiling build, 16 MiB gave 50 MiB of peak RSS and 8 MiB 38 MiB at
-/// the same speed (the release build: 33–34 MiB); 4 MiB 33 MiB but 6 % slower at 25 ms
-/// (BENCHMARKS.md).
+/// Objects larger than this are streamed through the record scanner as they arrive
+/// rather than fetched whole. A streamed object waiting for its turn holds its
+/// connection and what the connection has buffered (TCP's receive window, not the
+/// object), where a fetched one holds all its bytes: on a day of a busy account's ~1 MB
+/// files, 4 MiB here let them fill the fetch budget, 28–29 MiB of peak RSS, and 512 KiB
+/// 20 MiB, the small day's, at the same CPU and wall time (BENCHMARKS.md). Smaller
+/// objects go whole, by the lean GET path ([`crate::fetch`]): a stream costs an SDK call,
+/// and a connection lost mid-body fails the day where a whole GET is retried.
+pub const STREAM_THRESHOLD: u64 = 512 * 1024;
+/// Bytes of source objects fetched ahead of the scanner (a GET's permit is taken before
+/// it starts and released when the scanner is done with the object): a fetched object
+/// counts its size — it is held in an allocation of its own, see
+/// [`crate::fetch::Source::get`] — and a streamed one `STREAM_THRESHOLD`, so at most 16
+/// streams wait at once. 8 MiB at ~25 ms per GET is ~300 MB/s of fetching, and covers a
+/// GET ~0.5 s late at the ~15 MB/s of gzip the scanner reads; it binds on days of
+/// objects of hundreds of KB, which it can add to the peak RSS (with objects fetched
+/// whole up to 4 MiB, the busy day's ~1 MB files peaked at 50 MiB with 16 MiB here,
+/// 33–34 MiB with 8, and 4 MiB was 6 % slower at 25 ms).
 pub const FETCH_BUDGET: u64 = 8 * 1024 * 1024;
 /// Size of the multipart upload parts of a chunk: S3's minimum, 5 MiB (a part is
 /// spooled to a file while it fills and while it is uploaded: it costs disk, not memory,

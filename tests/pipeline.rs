@@ -932,49 +932,30 @@ async fn a_slow_list_holds_back_its_folder_within_the_window() {
     assert_eq!(run_holding(hold, &files, &cfg).await, 2 * 2 - 1);
 }
 
-/// Fetched files wait for the scanner within the fetch budget: while the server holds
-/// the first of twelve ~1 MB files, only as many later ones are fetched as fit in
-/// FETCH_BUDGET beside it (with 16 GETs allowed at a time, so the budget is what binds).
-/// The hold ends after 6 s, as the others never all pass: time enough for those that fit
-/// on a loaded machine.
-#[tokio::test]
-async fn fetched_files_wait_within_the_byte_budget() {
-    // Random hex: each file is ~1 MB of gzip, fetched whole (under the streaming
-    // threshold).
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let blob: String = (0..1_900_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            char::from_digit((state & 15) as u32, 16).unwrap()
-        })
+/// While the server holds the first of `files`, how many of the later ones fit in
+/// FETCH_BUDGET beside it, each counted as the pipeline counts it: its size, at most
+/// STREAM_THRESHOLD (what a streamed object is counted as).
+fn fit_in_budget(files: &[(String, Vec<u8>)]) -> usize {
+    let counted: Vec<u64> = files
+        .iter()
+        .map(|f| (f.1.len() as u64).min(STREAM_THRESHOLD) / 1024)
         .collect();
-    let mut files: Vec<(String, Vec<u8>)> = (0..12)
-        .map(|n| {
-            let rec = format!("{{\"eventID\":\"{n}\",\"blob\":\"{blob}\"}}");
-            let key = log_key("AWSLogs/", "111111111111", "us-east-1", DAY, n);
-            (key, gzip(&delivery(&[rec])))
-        })
-        .collect();
-    files.sort();
-    let kib = |f: &(String, Vec<u8>)| f.1.len() as u64 / 1024;
-    let sizes: Vec<u64> = files.iter().map(kib).collect();
-    assert!(
-        sizes
-            .iter()
-            .all(|&k| k > 900 && k * 1024 < STREAM_THRESHOLD),
-        "{sizes:?}"
-    );
-    // The held file's permit plus those of the files fetched after it.
     let budget_kib = FETCH_BUDGET / 1024;
     let mut fit = 0;
-    let mut used = sizes[0];
-    while fit + 1 < sizes.len() && used + sizes[fit + 1] <= budget_kib {
-        used += sizes[fit + 1];
+    let mut used = counted[0];
+    while fit + 1 < counted.len() && used + counted[fit + 1] <= budget_kib {
+        used += counted[fit + 1];
         fit += 1;
     }
     assert!(fit < files.len() - 1, "the budget must bind in this test");
+    fit
+}
+
+/// Runs `files` against a server holding the first file's GET, with 64 GETs allowed at
+/// a time (so the budget is what binds), until all the others have passed or 6 s have
+/// gone (as they never all pass: time enough for those that fit on a loaded machine).
+/// Returns how many GETs went on meanwhile.
+async fn gets_beside_a_held_one(files: &[(String, Vec<u8>)]) -> usize {
     let hold = Hold {
         op: "GetObject",
         target: files[0].0.clone(),
@@ -982,8 +963,75 @@ async fn fetched_files_wait_within_the_byte_budget() {
         at_most: std::time::Duration::from_secs(6),
     };
     let mut cfg = config(64 << 20);
-    cfg.max_concurrent_gets = 16;
-    assert_eq!(run_holding(hold, &files, &cfg).await, fit);
+    cfg.max_concurrent_gets = 64;
+    run_holding(hold, files, &cfg).await
+}
+
+/// Files fetched whole wait for the scanner within the fetch budget: while the server
+/// holds the first of twenty-four ~450 KB files (under the streaming threshold), only
+/// as many later ones are fetched as fit in FETCH_BUDGET beside it.
+#[tokio::test]
+async fn fetched_files_wait_within_the_byte_budget() {
+    let files = random_files(24, 850_000, DAY);
+    let sizes: Vec<u64> = files.iter().map(|f| f.1.len() as u64 / 1024).collect();
+    assert!(
+        sizes
+            .iter()
+            .all(|&k| k > 300 && k * 1024 <= STREAM_THRESHOLD),
+        "{sizes:?}"
+    );
+    assert_eq!(gets_beside_a_held_one(&files).await, fit_in_budget(&files));
+}
+
+/// Files over the streaming threshold are streamed: requested by the SDK's GetObject,
+/// whose body the record scanner reads as it arrives, where the lean path fetches a
+/// file whole. A day of small files in two regions around four ~1 MB files in a third:
+/// the small files come by the lean path (the run's first requests, the LISTs, went by
+/// the SDK), every large one streams; the output is whole and in order.
+#[tokio::test]
+async fn files_over_the_streaming_threshold_are_streamed() {
+    let mut files = generated("AWSLogs/", "111111111111", "eu-west-1", 3, 2);
+    files.extend(random_files(4, 1_900_000, DAY));
+    files.extend(generated("AWSLogs/", "111111111111", "us-west-2", 3, 2));
+    let large = |key: &str| key.contains("/us-east-1/");
+    assert!(files
+        .iter()
+        .all(|(k, b)| large(k) == (b.len() as u64 > STREAM_THRESHOLD)));
+    let (server, seen, plain, want) = recorded(None, &[], &files).await;
+    let mut cfg = config(64 << 20);
+    cfg.max_concurrent_gets = 1;
+    run_day(&server, &cfg).await.unwrap();
+    let gets = taken(&seen, "GetObject");
+    assert_eq!(gets.len(), 10, "{gets:?}");
+    let by_sdk = |want_large: bool| {
+        gets.iter()
+            .filter(|r| large(&r.uri) == want_large)
+            .map(|r| r.sdk)
+            .collect::<Vec<bool>>()
+    };
+    assert_eq!(by_sdk(true), [true; 4], "{gets:?}");
+    assert_eq!(by_sdk(false), [false; 6], "{gets:?}");
+    assert_lines(&output(&plain).await.1, &want);
+}
+
+/// A streamed file is counted in the fetch budget as STREAM_THRESHOLD, not its size:
+/// waiting for the scanner it holds its connection's buffer, not its bytes. While the
+/// server holds the first of twenty-four ~1 MB files, twice as many later ones are
+/// requested as ~1 MB files fetched whole would fit in the budget (and the output is
+/// whole and in order).
+#[tokio::test]
+async fn streamed_files_count_less_in_the_budget() {
+    let files = random_files(24, 1_900_000, DAY);
+    let sizes: Vec<u64> = files.iter().map(|f| f.1.len() as u64).collect();
+    assert!(
+        sizes
+            .iter()
+            .all(|&b| b > 2 * STREAM_THRESHOLD - 100 * 1024 && b <= 4 * 1024 * 1024),
+        "{sizes:?}"
+    );
+    let fit = fit_in_budget(&files);
+    assert_eq!(fit as u64, FETCH_BUDGET / STREAM_THRESHOLD - 1);
+    assert_eq!(gets_beside_a_held_one(&files).await, fit);
 }
 
 /// Against an S3-compatible endpoint the uploads — PutObject and the parts of a

@@ -385,6 +385,29 @@ pub fn assert_lines(got: &[u8], want: &[Expected]) {
     }
 }
 
+/// `n` delivery files of account 111111111111 in us-east-1 on `day`, each of one record
+/// with a random hex string of `chars` characters (gzip keeps ~half of it), sorted by key.
+pub fn random_files(n: usize, chars: usize, day: &str) -> Vec<(String, Vec<u8>)> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let blob: String = (0..chars)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from_digit((state & 15) as u32, 16).unwrap()
+        })
+        .collect();
+    let mut files: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|n| {
+            let rec = format!("{{\"eventID\":\"{n}\",\"blob\":\"{blob}\"}}");
+            let key = log_key("AWSLogs/", "111111111111", "us-east-1", day, n);
+            (key, gzip(&delivery(&[rec])))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 /// Which request a holding server holds back, and until when: the first request of
 /// operation `op` whose URI (with `%2F` read as `/`) contains `target` waits until
 /// `others` more requests of that operation have been let through, or for `at_most`.
