@@ -20,8 +20,10 @@
 //! how a failure is reported. Objects that are streamed (see
 //! [`crate::pipeline::STREAM_THRESHOLD`]) always go through the SDK.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
@@ -41,7 +43,8 @@ use aws_smithy_runtime_api::client::runtime_components::GetIdentityResolver;
 use aws_smithy_runtime_api::http::Request as HttpRequest;
 use aws_smithy_types::endpoint::Endpoint;
 use bytes::{Buf, Bytes};
-use tracing::info;
+use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
+use tracing::{info, warn};
 
 use crate::error::Error;
 use crate::sigv4::{encode_query_value, Keys, Signer};
@@ -348,17 +351,42 @@ impl Source {
             .map_err(|e| Error::s3("GetObject (reading the body)", &self.bucket, key, e))
     }
 
-    /// The body of `key` as a stream, through the SDK.
-    pub async fn stream(&self, key: &str) -> Result<ByteStream, Error> {
-        let out = self
-            .sdk
+    /// The GetObject answer for `key`, through the SDK.
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, Error> {
+        self.sdk
             .get_object()
             .bucket(&self.bucket)
             .key(key)
             .send()
             .await
-            .map_err(|e| Error::s3("GetObject", &self.bucket, key, e))?;
-        Ok(out.body)
+            .map_err(|e| Error::s3("GetObject", &self.bucket, key, e))
+    }
+
+    /// The body of `key` as a stream, through the SDK.
+    pub async fn stream(&self, key: &str) -> Result<ByteStream, Error> {
+        Ok(self.get_object(key).await?.body)
+    }
+
+    /// The body of `key`, `size` bytes long, as a stream through the SDK that picks up
+    /// where it broke off (see [`Streamed`]).
+    pub async fn stream_resuming(&self, key: &str, size: u64) -> Result<Streamed, Error> {
+        let out = self.get_object(key).await?;
+        Ok(Streamed {
+            body: Box::pin(out.body.into_async_read()),
+            read: 0,
+            resumes: 0,
+            resume: Some(Resume {
+                sdk: self.sdk.clone(),
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+                etag: out.e_tag,
+                size,
+                pending: None,
+            }),
+        })
     }
 
     /// The XML of one page of `ListObjectsV2` with delimiter `/` under `prefix` by the
@@ -393,6 +421,124 @@ impl Source {
     pub fn lean_list_failed(&self, prefix: &str, why: &str) {
         let url = format!("s3://{}/{}", self.bucket, prefix);
         self.lists.turn_off("LIST", &url, why);
+    }
+}
+
+/// How many times one streamed object's body is asked for again after its connection
+/// failed mid-body.
+pub const STREAM_RESUMES: u32 = 3;
+
+/// The body of a streamed object. When its connection fails mid-body (a reset, a
+/// timeout), the rest is asked for — `Range: bytes=N-`, `If-Match` the first answer's
+/// ETag, through the SDK with its retries — and read on, up to [`STREAM_RESUMES`] times:
+/// the SDK retries a request, not a body already being read, and a streamed object can
+/// be hundreds of MB, so one lost connection would otherwise fail the day. An answer
+/// that is not the asked-for range is an error, never read as the rest.
+pub struct Streamed {
+    body: Pin<Box<dyn AsyncBufRead + Send>>,
+    read: u64,
+    resumes: u32,
+    /// How to ask for the rest; `None` for a body that cannot resume.
+    resume: Option<Resume>,
+}
+
+struct Resume {
+    sdk: Client,
+    bucket: String,
+    key: String,
+    etag: Option<String>,
+    size: u64,
+    pending: Option<futures::future::BoxFuture<'static, Result<ByteStream, String>>>,
+}
+
+impl Resume {
+    /// Asks for the object's bytes from `from` on.
+    fn request(
+        &self,
+        from: u64,
+    ) -> futures::future::BoxFuture<'static, Result<ByteStream, String>> {
+        let call = self
+            .sdk
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .range(format!("bytes={from}-"))
+            .set_if_match(self.etag.clone());
+        Box::pin(async move {
+            let what = format!("GetObject (the rest, from byte {from})");
+            let out = call
+                .send()
+                .await
+                .map_err(|e| format!("{what}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)))?;
+            let want = format!("bytes {from}-");
+            match out.content_range.as_deref() {
+                Some(range) if range.starts_with(&want) => Ok(out.body),
+                other => Err(format!(
+                    "{what}: the answer is not that range (Content-Range {other:?})"
+                )),
+            }
+        })
+    }
+}
+
+impl Streamed {
+    /// A body that does not resume (tests of what a failed read does).
+    pub fn once(body: ByteStream) -> Streamed {
+        Streamed {
+            body: Box::pin(body.into_async_read()),
+            read: 0,
+            resumes: 0,
+            resume: None,
+        }
+    }
+}
+
+impl AsyncRead for Streamed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(pending) = this.resume.as_mut().and_then(|r| r.pending.as_mut()) {
+                let answer = ready!(pending.as_mut().poll(cx));
+                let resume = this.resume.as_mut().expect("pending implies resume");
+                resume.pending = None;
+                match answer {
+                    Ok(rest) => this.body = Box::pin(rest.into_async_read()),
+                    Err(e) => {
+                        this.resume = None;
+                        return Poll::Ready(Err(std::io::Error::other(e)));
+                    }
+                }
+            }
+            let before = buf.filled().len();
+            match ready!(this.body.as_mut().poll_read(cx, buf)) {
+                Ok(()) => {
+                    this.read += (buf.filled().len() - before) as u64;
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) => match this.resume.as_mut() {
+                    Some(resume) if this.resumes < STREAM_RESUMES && this.read < resume.size => {
+                        this.resumes += 1;
+                        warn!(
+                            bucket = %resume.bucket,
+                            key = %resume.key,
+                            at = this.read,
+                            error = %e,
+                            "connection lost mid-object; asking for the rest"
+                        );
+                        resume.pending = Some(resume.request(this.read));
+                    }
+                    _ if this.resumes > 0 => {
+                        let after = format!("{e} (after {} resumed reads)", this.resumes);
+                        return Poll::Ready(Err(std::io::Error::new(e.kind(), after)));
+                    }
+                    _ => return Poll::Ready(Err(e)),
+                },
+            }
+        }
     }
 }
 

@@ -14,8 +14,8 @@
 //!
 //! Memory does not grow with the day: objects up to `STREAM_THRESHOLD` (512 KiB) are
 //! fetched whole within a byte budget, larger ones are streamed through the record
-//! scanner as they arrive, and a chunk is uploaded in parts as it is compressed, each part spooled
-//! to a file rather than held in memory.
+//! scanner as they arrive, and a chunk is uploaded in parts as it is compressed, each
+//! part spooled to a file rather than held in memory.
 //!
 //! The order of records is the order of the sorted source keys and, within a file,
 //! the order of its `Records` array, whatever the concurrency: GETs complete out of
@@ -38,7 +38,7 @@ use tracing::{debug, info, warn};
 use crate::chunks::{ChunkBuilder, ChunkInfo, Lines, Piece};
 use crate::config::Config;
 use crate::error::Error;
-use crate::fetch::Source;
+use crate::fetch::{Source, Streamed};
 use crate::listing::{self, SourceObject};
 use crate::records;
 use crate::spool::{Spool, Spooled};
@@ -51,8 +51,9 @@ use crate::writer::{self, ChunkEntry, Manifest};
 /// object), where a fetched one holds all its bytes: on a day of a busy account's ~1 MB
 /// files, 4 MiB here let them fill the fetch budget, 28–29 MiB of peak RSS, and 512 KiB
 /// 20 MiB, the small day's, at the same CPU and wall time (BENCHMARKS.md). Smaller
-/// objects go whole, by the lean GET path ([`crate::fetch`]): a stream costs an SDK call,
-/// and a connection lost mid-body fails the day where a whole GET is retried.
+/// objects go whole, by the lean GET path ([`crate::fetch`]), as a stream costs an SDK
+/// call. A stream whose connection is lost mid-body reads on from where it broke off
+/// ([`crate::fetch::Streamed`]).
 pub const STREAM_THRESHOLD: u64 = 512 * 1024;
 /// Bytes of source objects fetched ahead of the scanner (a GET's permit is taken before
 /// it starts and released when the scanner is done with the object): a fetched object
@@ -113,7 +114,7 @@ pub struct Summary {
 /// A source object's body: whole, or a stream still being received.
 enum Body {
     Whole(Bytes),
-    Stream(ByteStream),
+    Stream(Streamed),
 }
 
 /// One fetched source object; its budget permit is released when it is dropped.
@@ -132,7 +133,7 @@ async fn fetch(
     let key = object.key;
     let body = if object.size > STREAM_THRESHOLD {
         debug!(key = %key, bytes = object.size, "object streaming");
-        Body::Stream(source.stream(&key).await?)
+        Body::Stream(source.stream_resuming(&key, object.size).await?)
     } else {
         let bytes = source.get(&key).await?;
         debug!(key = %key, bytes = bytes.len(), "object read");
@@ -225,8 +226,7 @@ fn scan_files(
                 (more, bytes.len() as u64)
             }
             Body::Stream(stream) => {
-                let mut counted =
-                    Counting::new(tokio_util::io::SyncIoBridge::new(stream.into_async_read()));
+                let mut counted = Counting::new(tokio_util::io::SyncIoBridge::new(stream));
                 let read_err = |detail: String| Error::S3 {
                     operation: "GetObject (reading the body)",
                     bucket: cfg.src_bucket.clone(),
@@ -729,7 +729,9 @@ mod tests {
         let file = Fetched {
             key: "AWSLogs/111111111111/CloudTrail/us-east-1/2024/02/12/f.json.gz".into(),
             size: whole.len() as u64,
-            body: Body::Stream(ByteStream::from_body_1_x(Broken { data: Some(half) })),
+            body: Body::Stream(Streamed::once(ByteStream::from_body_1_x(Broken {
+                data: Some(half),
+            }))),
             _permit: permit,
         };
         let (file_tx, file_rx) = mpsc::channel(1);

@@ -6,7 +6,6 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use aws_sdk_s3::config::{Credentials, Region, SharedCredentialsProvider};
 use bytes::Bytes;
 use cloudtrail_aggregator::fetch::Source;
 use common::*;
@@ -63,14 +62,7 @@ async fn fetched_files_hold_only_their_own_bytes() {
         put(&plain, SRC, &key, gzip(&delivery(&recs))).await;
         keys.push(key);
     }
-    let sdk = aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            ACCESS_KEY, SECRET_KEY, None, None, "tests",
-        )))
-        .region(Region::new(REGION))
-        .endpoint_url(server.serve_tcp().await)
-        .build();
+    let sdk = S3::sdk_config_at(&server.serve_tcp().await);
     let cfg = cloudtrail_aggregator::Config::from_map(
         &[("SRC_BUCKET", SRC), ("DST_BUCKET", "aggregated")]
             .iter()

@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use aws_sdk_s3::Client;
 use cloudtrail_aggregator::pipeline::{FETCH_BUDGET, STREAM_THRESHOLD};
@@ -1012,6 +1013,97 @@ async fn files_over_the_streaming_threshold_are_streamed() {
     assert_eq!(by_sdk(true), [true; 4], "{gets:?}");
     assert_eq!(by_sdk(false), [false; 6], "{gets:?}");
     assert_lines(&output(&plain).await.1, &want);
+}
+
+/// Runs a day of a few small files and one ~1 MB file (streamed) against a TCP server
+/// whose answers to GETs of the large file break off as `breaks` says; returns the
+/// result, the `Range` headers of those GETs, the records the output must hold and the
+/// server.
+async fn run_breaking(
+    mut breaks: Breaks,
+) -> (
+    Result<Summary, Error>,
+    Vec<Option<String>>,
+    Vec<Expected>,
+    S3,
+) {
+    let mut files = generated("AWSLogs/", "111111111111", "eu-west-1", 3, 2);
+    let large = random_files(1, 1_900_000, DAY).remove(0);
+    assert!(large.1.len() as u64 > STREAM_THRESHOLD);
+    breaks.target = large.0.clone();
+    files.push(large);
+    let server = S3::new();
+    let plain = server.client();
+    create_bucket(&plain, SRC).await;
+    create_bucket(&plain, DST).await;
+    let want = put_files(&plain, &files).await;
+    let breaks = Arc::new(breaks);
+    let endpoint = server.serve_tcp_breaking(breaks.clone()).await;
+    let cfg = config(64 << 20);
+    let s3 = cloudtrail_aggregator::aws::s3_client(&S3::sdk_config_at(&endpoint), &cfg);
+    let result = aggregate_day(&s3, &cfg, day(), RunOptions::default()).await;
+    let ranges = breaks.ranges.lock().unwrap().clone();
+    (result, ranges, want, server)
+}
+
+/// A streamed file whose connection is lost mid-body is read on from where it broke
+/// off: the rest is asked for with a `Range` (twice here, as the first rest breaks off
+/// too), and the output is whole and exact.
+#[tokio::test]
+async fn a_connection_lost_mid_object_is_resumed() {
+    let (result, ranges, want, server) = run_breaking(Breaks {
+        after: 300_000,
+        times: 2,
+        ..Breaks::default()
+    })
+    .await;
+    let summary = result.unwrap();
+    assert_eq!(summary.manifest.source_files, 4);
+    assert_eq!(ranges.len(), 3, "{ranges:?}");
+    assert_eq!(ranges[0], None);
+    let from = |r: &Option<String>| -> u64 {
+        let r = r.as_deref().expect("a Range header");
+        r.strip_prefix("bytes=")
+            .and_then(|r| r.strip_suffix('-'))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{r}"))
+    };
+    // The client asks from what it got, which is at most what was sent.
+    assert!((1..=300_000).contains(&from(&ranges[1])), "{ranges:?}");
+    assert!(from(&ranges[2]) > from(&ranges[1]), "{ranges:?}");
+    assert_lines(&output(&server.client()).await.1, &want);
+}
+
+/// A streamed file whose connection keeps breaking fails the day, naming the object and
+/// how often it was resumed, after STREAM_RESUMES asks for the rest; no manifest.
+#[tokio::test]
+async fn a_connection_lost_again_and_again_fails_the_day() {
+    use cloudtrail_aggregator::fetch::STREAM_RESUMES;
+    let (result, ranges, _, server) = run_breaking(Breaks {
+        after: 200_000,
+        times: usize::MAX,
+        ..Breaks::default()
+    })
+    .await;
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.starts_with("GetObject (reading the body) s3://cloudtrail-logs/AWSLogs/111111111111/CloudTrail/us-east-1/"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("(after {STREAM_RESUMES} resumed reads)")),
+        "{err}"
+    );
+    assert_eq!(ranges.len() as u32, 1 + STREAM_RESUMES, "{ranges:?}");
+    assert_eq!(
+        get(
+            &server.client(),
+            DST,
+            "cloudtrail-daily/2024/02/12/_manifest.json"
+        )
+        .await,
+        None
+    );
 }
 
 /// A streamed file is counted in the fetch budget as STREAM_THRESHOLD, not its size:

@@ -127,6 +127,12 @@ impl S3 {
     /// Serves the same buckets over TCP on 127.0.0.1 (TCP_NODELAY set); returns the
     /// endpoint URL. The server lives as long as the current tokio runtime.
     pub async fn serve_tcp(&self) -> String {
+        self.serve_tcp_breaking(Arc::default()).await
+    }
+
+    /// [`S3::serve_tcp`], whose answers to the GETs `breaks` names break off mid-body
+    /// (the connection is dropped, as a lost connection would be).
+    pub async fn serve_tcp_breaking(&self, breaks: Arc<Breaks>) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let service = self.service.clone();
@@ -137,14 +143,99 @@ impl S3 {
                 };
                 let _ = socket.set_nodelay(true);
                 let service = service.clone();
+                let breaks = breaks.clone();
+                let breaking = hyper::service::service_fn(move |req| {
+                    let service = service.clone();
+                    let after = breaks.next(&req);
+                    async move {
+                        let answer = hyper::service::Service::call(&service, req).await?;
+                        Ok::<_, s3s::HttpError>(answer.map(|body| BreakAfter { body, after }))
+                    }
+                });
                 tokio::spawn(async move {
                     let _ = ConnBuilder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(socket), service)
+                        .serve_connection(TokioIo::new(socket), breaking)
                         .await;
                 });
             }
         });
         format!("http://{addr}")
+    }
+
+    /// An SDK configuration for the tests' credentials and the server at `endpoint`
+    /// (from [`S3::serve_tcp`]): the SDK's own HTTP client, as in the Lambda.
+    pub fn sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(
+                Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "tests"),
+            ))
+            .region(Region::new(REGION))
+            .endpoint_url(endpoint)
+            .build()
+    }
+}
+
+/// Which GET answers a TCP server breaks off: the first `times` GETs whose path
+/// contains `target` stop after `after` bytes of body. Records the `Range` header of
+/// every GET of `target`.
+#[derive(Debug, Default)]
+pub struct Breaks {
+    pub target: String,
+    pub after: usize,
+    pub times: usize,
+    pub ranges: Mutex<Vec<Option<String>>>,
+}
+
+impl Breaks {
+    /// After how many bytes the answer to `req` breaks off, if it does.
+    fn next<B>(&self, req: &hyper::Request<B>) -> Option<usize> {
+        if self.target.is_empty()
+            || req.method() != hyper::Method::GET
+            || !req.uri().path().contains(&self.target)
+        {
+            return None;
+        }
+        let range = req
+            .headers()
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut ranges = self.ranges.lock().unwrap();
+        ranges.push(range);
+        (ranges.len() <= self.times).then_some(self.after)
+    }
+}
+
+/// A body that fails after `after` bytes, if set.
+struct BreakAfter {
+    body: s3s::Body,
+    after: Option<usize>,
+}
+
+impl http_body::Body for BreakAfter {
+    type Data = bytes::Bytes;
+    type Error = s3s::StdError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        if self.after == Some(0) {
+            return Poll::Ready(Some(Err("broken off by the test".into())));
+        }
+        let frame = std::task::ready!(std::pin::Pin::new(&mut self.body).poll_frame(cx));
+        let Some(Ok(frame)) = frame else {
+            return Poll::Ready(frame);
+        };
+        let (Some(left), Some(data)) = (self.after, frame.data_ref()) else {
+            return Poll::Ready(Some(Ok(frame)));
+        };
+        let sent = data.len().min(left);
+        let cut = data.slice(..sent);
+        self.after = Some(left - sent);
+        Poll::Ready(Some(Ok(http_body::Frame::data(cut))))
     }
 }
 
