@@ -1106,6 +1106,36 @@ async fn a_connection_lost_again_and_again_fails_the_day() {
     );
 }
 
+/// An answer to the request for the rest that is not the asked-for range (a server
+/// that ignores `Range` sends the object from its start) is refused, never read as the
+/// rest: the day fails naming the object and the answer.
+#[tokio::test]
+async fn an_answer_without_the_asked_range_fails_the_day() {
+    let (result, ranges, _, server) = run_breaking(Breaks {
+        after: 300_000,
+        times: 1,
+        unranged: true,
+        ..Breaks::default()
+    })
+    .await;
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.starts_with("GetObject (reading the body) s3://cloudtrail-logs/AWSLogs/111111111111/CloudTrail/us-east-1/"),
+        "{err}"
+    );
+    assert!(err.contains("the answer is not that range"), "{err}");
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    assert_eq!(
+        get(
+            &server.client(),
+            DST,
+            "cloudtrail-daily/2024/02/12/_manifest.json"
+        )
+        .await,
+        None
+    );
+}
+
 /// A streamed file is counted in the fetch budget as STREAM_THRESHOLD, not its size:
 /// waiting for the scanner it holds its connection's buffer, not its bytes. While the
 /// server holds the first of twenty-four ~1 MB files, twice as many later ones are

@@ -147,8 +147,12 @@ impl S3 {
                 let breaking = hyper::service::service_fn(move |req| {
                     let service = service.clone();
                     let after = breaks.next(&req);
+                    let unranged = breaks.unranged && req.headers().contains_key("range");
                     async move {
-                        let answer = hyper::service::Service::call(&service, req).await?;
+                        let mut answer = hyper::service::Service::call(&service, req).await?;
+                        if unranged {
+                            answer.headers_mut().remove("content-range");
+                        }
                         Ok::<_, s3s::HttpError>(answer.map(|body| BreakAfter { body, after }))
                     }
                 });
@@ -178,12 +182,14 @@ impl S3 {
 
 /// Which GET answers a TCP server breaks off: the first `times` GETs whose path
 /// contains `target` stop after `after` bytes of body. Records the `Range` header of
-/// every GET of `target`.
+/// every GET of `target`. With `unranged`, answers to a GET with a `Range` lose their
+/// `Content-Range`, as from a server that ignores ranges.
 #[derive(Debug, Default)]
 pub struct Breaks {
     pub target: String,
     pub after: usize,
     pub times: usize,
+    pub unranged: bool,
     pub ranges: Mutex<Vec<Option<String>>>,
 }
 
