@@ -6,7 +6,8 @@
 //! - [`trigger`]: an SQS message body → the [`trigger::Day`] to aggregate;
 //! - [`listing`]: the delimited `ListObjectsV2` walk → the day's source keys, sorted;
 //! - [`fetch`]: reads of the source bucket, GETs of those keys and pages of their
-//!   listing (the SDK's first request, then lean signed ones);
+//!   listing (the SDK's first request, then lean signed ones), and streamed bodies
+//!   that read on after a lost connection;
 //! - [`records`]: a delivery file's bytes → its records, streamed one at a time;
 //! - [`chunks`]: records → gzip NDJSON chunks under a byte bound;
 //! - [`spool`]: a chunk's compressed pieces in temporary files until they are uploaded;
