@@ -1046,6 +1046,26 @@ async fn run_breaking(
     (result, ranges, want, server)
 }
 
+/// Checks that a [`run_breaking`] day failed reading its large file, naming it, and
+/// wrote no manifest; returns the error's text.
+async fn failed_reading_the_large_file(result: Result<Summary, Error>, server: &S3) -> String {
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.starts_with("GetObject (reading the body) s3://cloudtrail-logs/AWSLogs/111111111111/CloudTrail/us-east-1/"),
+        "{err}"
+    );
+    assert_eq!(
+        get(
+            &server.client(),
+            DST,
+            "cloudtrail-daily/2024/02/12/_manifest.json"
+        )
+        .await,
+        None
+    );
+    err
+}
+
 /// A streamed file whose connection is lost mid-body is read on from where it broke
 /// off: the rest is asked for with a `Range` (twice here, as the first rest breaks off
 /// too), and the output is whole and exact.
@@ -1085,25 +1105,12 @@ async fn a_connection_lost_again_and_again_fails_the_day() {
         ..Breaks::default()
     })
     .await;
-    let err = result.unwrap_err().to_string();
-    assert!(
-        err.starts_with("GetObject (reading the body) s3://cloudtrail-logs/AWSLogs/111111111111/CloudTrail/us-east-1/"),
-        "{err}"
-    );
+    let err = failed_reading_the_large_file(result, &server).await;
     assert!(
         err.contains(&format!("(after {STREAM_RESUMES} resumed reads)")),
         "{err}"
     );
     assert_eq!(ranges.len() as u32, 1 + STREAM_RESUMES, "{ranges:?}");
-    assert_eq!(
-        get(
-            &server.client(),
-            DST,
-            "cloudtrail-daily/2024/02/12/_manifest.json"
-        )
-        .await,
-        None
-    );
 }
 
 /// An answer to the request for the rest that is not the asked-for range (a server
@@ -1118,22 +1125,9 @@ async fn an_answer_without_the_asked_range_fails_the_day() {
         ..Breaks::default()
     })
     .await;
-    let err = result.unwrap_err().to_string();
-    assert!(
-        err.starts_with("GetObject (reading the body) s3://cloudtrail-logs/AWSLogs/111111111111/CloudTrail/us-east-1/"),
-        "{err}"
-    );
+    let err = failed_reading_the_large_file(result, &server).await;
     assert!(err.contains("the answer is not that range"), "{err}");
     assert_eq!(ranges.len(), 2, "{ranges:?}");
-    assert_eq!(
-        get(
-            &server.client(),
-            DST,
-            "cloudtrail-daily/2024/02/12/_manifest.json"
-        )
-        .await,
-        None
-    );
 }
 
 /// A streamed file is counted in the fetch budget as STREAM_THRESHOLD, not its size:
