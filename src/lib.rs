@@ -15,7 +15,8 @@
 //! - [`pipeline`]: wires the stages for one day with bounded concurrency;
 //! - [`handler`]: an `SqsEvent` → per-message days → `SqsBatchResponse`.
 //!
-//! Around them: [`sigv4`] (request signing for the lean GETs and LISTs), [`ordered`] (GETs run
+//! Around them: [`sigv4`] (request signing for the lean GETs and LISTs), [`http1`] (the
+//! keep-alive HTTP/1.1 connections they are sent over), [`ordered`] (GETs run
 //! concurrently, handed on in key order), [`config`] (environment, validated once),
 //! [`error`] (typed errors naming what failed), [`telemetry`] (tracing set-up), [`metrics`] (per-day EMF
 //! lines), [`aws`] (the S3 and SQS clients) and [`backfill`] (one message per day on
@@ -28,6 +29,7 @@ pub mod config;
 pub mod error;
 pub mod fetch;
 pub mod handler;
+pub mod http1;
 pub mod listing;
 pub mod metrics;
 pub mod ordered;
