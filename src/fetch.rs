@@ -6,11 +6,18 @@
 //! deserialisation, signing — as much as gunzipping the file it fetches. So the SDK
 //! sends the first request of a run and, on the way, the `Learn` interceptor notes
 //! what it resolved for the bucket: the endpoint, the SigV4 signing scope, the
-//! `x-amz-expected-bucket-owner` header and the HTTP connector (the SDK's own, with its
-//! connection pool, TLS and timeouts). The later requests are the same requests —
-//! `GET {endpoint}/{key}` for an object, `GET {endpoint}/?delimiter=%2F&list-type=2&
-//! prefix=…` for a page of a listing — signed by [`crate::sigv4`] with the credentials
-//! from the SDK's own identity cache and sent straight on that connector.
+//! `x-amz-expected-bucket-owner` header and its connect timeout. The later requests
+//! are the same requests — `GET {endpoint}/{key}` for an object, `GET {endpoint}/?
+//! delimiter=%2F&list-type=2&prefix=…` for a page of a listing — signed by
+//! [`crate::sigv4`] with the credentials from the SDK's own identity cache.
+//!
+//! They are sent over connections of their own ([`crate::http1`]: keep-alive, TLS with
+//! the platform's roots as the SDK's default client has it) when the SDK uses its
+//! default HTTP client, as the binaries do: a hyper connection's state grows with the
+//! requests it carries, and at ~150 connections that made the 2 GB day's peak memory
+//! ~4 MiB larger than the 20 MB day's (BENCHMARKS.md, "Lean requests over connections
+//! of their own"). When the SDK was given an HTTP client (a test's in-process server,
+//! a custom TLS setup), they are sent on that client's connector instead.
 //!
 //! Anything other than a `200 OK` on that lean path (an error status, a connection
 //! error, a timeout) sends the request back through the SDK, with its retries and its
@@ -47,10 +54,14 @@ use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
 use tracing::{info, warn};
 
 use crate::error::Error;
+use crate::http1;
 use crate::sigv4::{encode_query_value, Keys, Signer};
 
 /// The longest a lean request may take before it is sent through the SDK.
 const LEAN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest answer a lean request reads (a page of a listing is ~0.3 MB; larger
+/// objects are streamed through the SDK, see [`crate::pipeline::STREAM_THRESHOLD`]).
+const LEAN_MAX_BODY: usize = 16 << 20;
 /// The header CloudTrail buckets are commonly protected with (see `aws.rs`).
 const OWNER_HEADER: &str = "x-amz-expected-bucket-owner";
 
@@ -67,17 +78,32 @@ struct Lean {
     signer: Mutex<Signer>,
     access_key_id: String,
     owner: Option<String>,
-    connector: SharedHttpConnector,
+    transport: Transport,
     /// The SDK's runtime components, for its identity cache and resolver.
     components: RuntimeComponents,
     identity: SharedIdentityResolver,
 }
 
+/// What a lean request is sent over.
+#[derive(Debug)]
+enum Transport {
+    /// Connections of its own ([`crate::http1`]), when the SDK uses its default HTTP
+    /// client.
+    Own(http1::Client),
+    /// The HTTP client the SDK was given (a test's in-process server, a custom TLS
+    /// setup): its connector.
+    Sdk(SharedHttpConnector),
+}
+
 type Slot = Arc<Mutex<Option<Arc<Lean>>>>;
 
-/// Notes, from the first request the SDK sends, what a lean request needs.
+/// Notes, from the first request the SDK sends, what a lean request needs; `own_http`
+/// when the lean requests may go over connections of their own.
 #[derive(Debug)]
-struct Learn(Slot);
+struct Learn {
+    slot: Slot,
+    own_http: bool,
+}
 
 impl Intercept for Learn {
     fn name(&self) -> &'static str {
@@ -90,11 +116,11 @@ impl Intercept for Learn {
         components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if self.0.lock().expect("not poisoned").is_some() {
+        if self.slot.lock().expect("not poisoned").is_some() {
             return Ok(());
         }
-        if let Some(lean) = learn(context, components, cfg) {
-            *self.0.lock().expect("not poisoned") = Some(Arc::new(lean));
+        if let Some(lean) = learn(context, components, cfg, self.own_http) {
+            *self.slot.lock().expect("not poisoned") = Some(Arc::new(lean));
         }
         Ok(())
     }
@@ -106,6 +132,7 @@ fn learn(
     context: &BeforeTransmitInterceptorContextRef<'_>,
     components: &RuntimeComponents,
     cfg: &ConfigBag,
+    own_http: bool,
 ) -> Option<Lean> {
     let request = context.request();
     let endpoint = cfg.load::<Endpoint>()?;
@@ -129,6 +156,16 @@ fn learn(
     let connector = components
         .http_client()?
         .http_connector(&settings.build(), components);
+    let own = own_http
+        .then(|| http1::Client::new(scheme, host, timeouts.connect_timeout()))
+        .and_then(|made| {
+            made.map_err(|e| info!(reason = %e, "lean requests go through the SDK's connector"))
+                .ok()
+        });
+    let transport = match own {
+        Some(client) => Transport::Own(client),
+        None => Transport::Sdk(connector),
+    };
     let identity = components.identity_resolver(AuthSchemeId::new("sigv4"))?;
     Some(Lean {
         origin: format!("{scheme}://{host}"),
@@ -137,7 +174,7 @@ fn learn(
         signer: Mutex::new(Signer::new(&scope.region, &scope.service)),
         access_key_id: scope.access_key_id,
         owner: request.headers().get(OWNER_HEADER).map(str::to_string),
-        connector,
+        transport,
         components: components.clone(),
         identity,
     })
@@ -188,7 +225,7 @@ impl Lean {
 
     /// `GET {endpoint}{path}?{query}` (`path` after the endpoint's own path, encoded;
     /// `query` canonical, see [`Signer::sign_get`]), signed; the body of a `200 OK`.
-    async fn send(&self, path: &str, query: &str) -> Result<AggregatedBytes, LeanFailed> {
+    async fn send(&self, path: &str, query: &str) -> Result<Bytes, LeanFailed> {
         let failed = |what: &str, e: &dyn std::fmt::Display| LeanFailed(format!("{what}: {e}"));
         let identity = self.identity().await?;
         let credentials = identity
@@ -212,20 +249,35 @@ impl Lean {
             self.owner.as_deref(),
             &amz_date,
         );
-        let mut request = HttpRequest::new(SdkBody::empty());
-        let uri = if query.is_empty() {
-            format!("{}{path}", self.origin)
+        let target = if query.is_empty() {
+            path
         } else {
-            format!("{}{path}?{query}", self.origin)
+            format!("{path}?{query}")
         };
-        request.set_uri(uri).map_err(|e| failed("URL", &e))?;
+        let connector = match &self.transport {
+            Transport::Own(client) => {
+                let response =
+                    tokio::time::timeout(LEAN_TIMEOUT, client.get(&target, &signed, LEAN_MAX_BODY))
+                        .await
+                        .unwrap_or_else(|_| Err(http1::Failed("timed out".into())))
+                        .map_err(|e| failed("request", &e))?;
+                return match response.status {
+                    200 => Ok(response.body),
+                    status => Err(LeanFailed(format!("HTTP status {status}"))),
+                };
+            }
+            Transport::Sdk(connector) => connector,
+        };
+        let mut request = HttpRequest::new(SdkBody::empty());
+        request
+            .set_uri(format!("{}{target}", self.origin))
+            .map_err(|e| failed("URL", &e))?;
         let headers = request.headers_mut();
         for (name, value) in signed {
             headers.insert(name, value);
         }
         let response = tokio::time::timeout(LEAN_TIMEOUT, async {
-            let response = self
-                .connector
+            let response = connector
                 .call(request)
                 .await
                 .map_err(|e| failed("request", &aws_sdk_s3::error::DisplayErrorContext(e)))?;
@@ -236,6 +288,7 @@ impl Lean {
             ByteStream::new(response.into_body())
                 .collect()
                 .await
+                .map(owned)
                 .map_err(|e| failed("reading the body", &e))
         })
         .await;
@@ -272,6 +325,18 @@ impl LeanSwitch {
     }
 }
 
+/// The requests the lean path sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeanUse {
+    /// GETs of objects.
+    pub gets: u64,
+    /// Pages of listings.
+    pub lists: u64,
+    /// Whether they went over connections of their own ([`crate::http1`]), rather than
+    /// through the SDK's HTTP client.
+    pub own_connections: bool,
+}
+
 /// Reads of the source bucket — GETs of objects and pages of delimited listings: the
 /// SDK for the first request, the lean path after.
 pub struct Source {
@@ -286,7 +351,11 @@ impl Source {
     /// Reads of `bucket` through `s3`'s configuration (and connection pool).
     pub fn new(s3: &Client, bucket: &str) -> Source {
         let lean: Slot = Arc::default();
-        let conf = s3.config().to_builder().interceptor(Learn(lean.clone()));
+        let learn = Learn {
+            slot: lean.clone(),
+            own_http: s3.config().http_client().is_none(),
+        };
+        let conf = s3.config().to_builder().interceptor(learn);
         Source {
             sdk: Client::from_conf(conf.build()),
             bucket: bucket.to_string(),
@@ -305,12 +374,14 @@ impl Source {
         &self.bucket
     }
 
-    /// How many GETs and LIST pages went by the lean path so far.
-    pub fn lean_requests(&self) -> (u64, u64) {
-        (
-            self.gets.sent.load(Ordering::Relaxed),
-            self.lists.sent.load(Ordering::Relaxed),
-        )
+    /// What the lean path has sent so far, and over what.
+    pub fn lean_use(&self) -> LeanUse {
+        let lean = self.lean.lock().expect("not poisoned").clone();
+        LeanUse {
+            gets: self.gets.sent.load(Ordering::Relaxed),
+            lists: self.lists.sent.load(Ordering::Relaxed),
+            own_connections: lean.is_some_and(|l| matches!(l.transport, Transport::Own(_))),
+        }
     }
 
     fn learnt(&self, switch: &LeanSwitch) -> Option<Arc<Lean>> {
@@ -322,20 +393,21 @@ impl Source {
 
     /// The whole body of `key`, in an allocation of its own.
     ///
-    /// A small body arrives as a view of the connection's read buffer (hyper reads into
-    /// a buffer of 8 KiB or more, grown up to ~400 KiB, and hands the body out as a slice
-    /// of it), and a view keeps that whole buffer alive. A fetched file may wait for the
-    /// scanner among a couple of thousand others, with the fetch budget counting their
-    /// sizes, so the body is copied out: the budget then counts what is held, and the
-    /// connection reuses its buffer. The copy costs a memcpy of the day's compressed
-    /// bytes (0.26 GB and a few tens of ms on the organisation-sized benchmark day,
-    /// whose peak RSS it takes from 32–38 to 30–31 MiB; BENCHMARKS.md).
+    /// Over the lean path's own connections the body is read into an allocation of the
+    /// size the answer announces. Through hyper (the SDK, or the lean path on the SDK's
+    /// connector) a small body arrives as a view of the connection's read buffer (8 KiB
+    /// or more, grown up to ~400 KiB), and a view keeps that whole buffer alive. A
+    /// fetched file may wait for the scanner among a couple of thousand others, with the
+    /// fetch budget counting their sizes, so such a body is copied out: the budget then
+    /// counts what is held, and the connection reuses its buffer (the copy took the
+    /// organisation-sized benchmark day's peak RSS from 32–38 to 30–31 MiB;
+    /// BENCHMARKS.md).
     pub async fn get(&self, key: &str) -> Result<Bytes, Error> {
         if let Some(lean) = self.learnt(&self.gets) {
             match lean.send(&format!("/{}", encode_key(key)), "").await {
                 Ok(body) => {
                     self.gets.sent.fetch_add(1, Ordering::Relaxed);
-                    return Ok(owned(body));
+                    return Ok(body);
                 }
                 Err(LeanFailed(why)) => {
                     let url = format!("s3://{}/{}", self.bucket, key);
@@ -407,10 +479,7 @@ impl Source {
         }
         query.push_str("delimiter=%2F&list-type=2&prefix=");
         query.push_str(&encode_query_value(prefix));
-        let page = lean
-            .send("/", &query)
-            .await
-            .map(AggregatedBytes::into_bytes);
+        let page = lean.send("/", &query).await;
         if page.is_ok() {
             self.lists.sent.fetch_add(1, Ordering::Relaxed);
         }

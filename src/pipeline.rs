@@ -38,7 +38,7 @@ use tracing::{debug, info, warn};
 use crate::chunks::{ChunkBuilder, ChunkInfo, Lines, Piece};
 use crate::config::Config;
 use crate::error::Error;
-use crate::fetch::{Source, Streamed};
+use crate::fetch::{LeanUse, Source, Streamed};
 use crate::listing::{self, SourceObject};
 use crate::records;
 use crate::spool::{Spool, Spooled};
@@ -109,6 +109,8 @@ pub struct Summary {
     pub manifest: Manifest,
     pub stale_chunks_deleted: Vec<String>,
     pub duration: Duration,
+    /// The requests the lean path sent (see [`crate::fetch`]).
+    pub lean: LeanUse,
 }
 
 /// A source object's body: whole, or a stream still being received.
@@ -569,8 +571,13 @@ pub async fn aggregate_day(
             }
         }
         drop(file_tx);
-        let (lean_gets, lean_lists) = src.lean_requests();
-        debug!(lean_gets, lean_lists, "all source objects fetched");
+        let lean = src.lean_use();
+        debug!(
+            lean_gets = lean.gets,
+            lean_lists = lean.lists,
+            own_connections = lean.own_connections,
+            "all source objects fetched"
+        );
         Ok::<(), Error>(())
     };
 
@@ -675,6 +682,7 @@ pub async fn aggregate_day(
         manifest,
         stale_chunks_deleted: stale,
         duration,
+        lean: src.lean_use(),
     })
 }
 

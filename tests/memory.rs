@@ -83,11 +83,9 @@ async fn fetched_files_hold_only_their_own_bytes() {
         );
         files.push(body);
     }
-    assert_eq!(
-        src.lean_requests().0,
-        29,
-        "the later GETs went by the lean path"
-    );
+    let lean = src.lean_use();
+    assert_eq!(lean.gets, 29, "the later GETs went by the lean path");
+    assert!(lean.own_connections, "over connections of its own");
 
     let held: usize = files.iter().map(Bytes::len).sum();
     let list = files.capacity() * std::mem::size_of::<Bytes>();

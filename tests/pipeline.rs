@@ -844,6 +844,40 @@ async fn a_failed_lean_list_falls_back_to_the_sdk() {
     assert_lines(&output(&plain).await.1, &want);
 }
 
+/// Over TCP with the SDK's default HTTP client, as in the Lambda, the lean GETs and
+/// LISTs go over connections of their own (`http1`): signed as the server verifies,
+/// pages followed, connections kept and reused (a few dozen for ~1,100 requests), the
+/// day's output whole.
+#[tokio::test]
+async fn lean_requests_go_over_connections_of_their_own() {
+    let org = "AWSLogs/o-abc123def4/";
+    let mut files = generated(org, "111111111111", "eu-west-1", 40, 2);
+    files.extend(generated(org, "222222222222", "us-east-1", 1050, 1));
+    let (server, seen, plain, want) = recorded(None, &[], &files).await;
+    let endpoint = server.serve_tcp().await;
+
+    let mut cfg = config(64 << 20);
+    cfg.max_concurrent_gets = 4;
+    cfg.max_concurrent_lists = 2;
+    let s3 = cloudtrail_aggregator::aws::s3_client(&S3::sdk_config_at(&endpoint), &cfg);
+    let summary = aggregate_day(&s3, &cfg, day(), RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(summary.manifest.source_files, 1090);
+    assert!(summary.lean.own_connections, "{:?}", summary.lean);
+    let gets = taken(&seen, "GetObject");
+    assert_eq!(gets.len(), 1090);
+    let lean = gets.iter().filter(|r| !r.sdk).count() as u64;
+    assert!(lean >= 1090 - 4, "{lean} of 1090 GETs were lean");
+    assert_eq!(summary.lean.gets, lean);
+    // AWSLogs/ by the SDK; the organisation, 2 accounts' CloudTrail/ and 2 day folders
+    // (one of two pages) by the lean path.
+    assert_eq!(summary.lean.lists, 1 + 2 + 3);
+    // GETs and LISTs at most 6 at a time, plus the SDK's own connections.
+    assert!(server.accepted() <= 20, "{} connections", server.accepted());
+    assert_lines(&output(&plain).await.1, &want);
+}
+
 /// The day's files are listed a window of folders ahead of the reads, not all before
 /// the first read: with one listing at a time, GETs start while folders are still
 /// being listed. Records still come out in key order across the folders.

@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_s3::config::{Credentials, Region};
@@ -35,6 +36,7 @@ pub struct S3 {
     pub root: PathBuf,
     _dir: Option<tempfile::TempDir>,
     service: S3Service,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl S3 {
@@ -54,6 +56,7 @@ impl S3 {
             root: root.to_path_buf(),
             _dir: None,
             service: builder(root).build(),
+            accepted: Arc::default(),
         }
     }
 
@@ -92,6 +95,7 @@ impl S3 {
             root: dir.path().to_path_buf(),
             _dir: Some(dir),
             service: b.build(),
+            accepted: Arc::default(),
         }
     }
 
@@ -133,14 +137,46 @@ impl S3 {
     /// [`S3::serve_tcp`], whose answers to the GETs `breaks` names break off mid-body
     /// (the connection is dropped, as a lost connection would be).
     pub async fn serve_tcp_breaking(&self, breaks: Arc<Breaks>) -> String {
+        self.serve(breaks, None).await
+    }
+
+    /// Serves the same buckets over TLS on 127.0.0.1, with the certificate of
+    /// `tests/fixtures/tls/` (signed by the test authority `ca.pem`, for `127.0.0.1`);
+    /// returns the `https://` endpoint URL.
+    pub async fn serve_tls(&self) -> String {
+        let tls = |name: &str| fixture(&format!("tls/{name}"));
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![tls("server.der").into()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(tls("server.key.der").into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        self.serve(Arc::default(), Some(acceptor)).await
+    }
+
+    /// How many connections the TCP and TLS servers accepted.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    async fn serve(&self, breaks: Arc<Breaks>, tls: Option<tokio_rustls::TlsAcceptor>) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let service = self.service.clone();
+        let accepted = self.accepted.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::Relaxed);
                 let _ = socket.set_nodelay(true);
                 let service = service.clone();
                 let breaks = breaks.clone();
@@ -156,14 +192,28 @@ impl S3 {
                         Ok::<_, s3s::HttpError>(answer.map(|body| BreakAfter { body, after }))
                     }
                 });
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = ConnBuilder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(socket), breaking)
-                        .await;
+                    let builder = ConnBuilder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => {
+                            builder
+                                .serve_connection(TokioIo::new(socket), breaking)
+                                .await
+                        }
+                        Some(tls) => {
+                            let Ok(socket) = tls.accept(socket).await else {
+                                return;
+                            };
+                            builder
+                                .serve_connection(TokioIo::new(socket), breaking)
+                                .await
+                        }
+                    };
                 });
             }
         });
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     }
 
     /// An SDK configuration for the tests' credentials and the server at `endpoint`
