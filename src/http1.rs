@@ -34,8 +34,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-/// Idle connections kept for reuse.
-pub const MAX_IDLE: usize = 512;
+/// Idle connections kept for reuse: more than the GETs and LISTs the configuration lets
+/// run at once (1,024 + 256), so that a connection is closed for being idle too long,
+/// not for being one too many.
+pub const MAX_IDLE: usize = 2048;
 /// How long an idle connection is kept (S3 closes idle ones after a while; an older
 /// one is dropped rather than tried).
 pub const IDLE_FOR: Duration = Duration::from_secs(20);
