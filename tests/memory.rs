@@ -45,8 +45,8 @@ static ALLOCATOR: Counting = Counting;
 /// Dropping fetched files frees exactly their bytes: each holds an allocation of its
 /// own, not a view of the HTTP connection's read buffer (which would keep that whole
 /// buffer alive while the file waits for the scanner). Through the SDK (the first GET)
-/// and by the lean path (the others), over TCP with the SDK's own HTTP client, as in
-/// the Lambda.
+/// and by the lean path (the others, over its own connections), over TCP with the
+/// SDK's default HTTP client, as in the Lambda.
 #[tokio::test]
 async fn fetched_files_hold_only_their_own_bytes() {
     const SRC: &str = "cloudtrail-logs";

@@ -734,7 +734,7 @@ async fn expected_bucket_owner_is_sent_on_every_request() {
 
 /// After the SDK's first GET, the source objects come by the lean path: correctly
 /// signed (the server verifies SigV4), with the same bytes out, and one request per
-/// object (no fallbacks).
+/// object (no fallbacks); sent on the HTTP client the SDK was given.
 #[tokio::test]
 async fn later_gets_take_the_lean_path() {
     let files = generated("AWSLogs/", "111111111111", "eu-west-1", 40, 3);
@@ -742,7 +742,9 @@ async fn later_gets_take_the_lean_path() {
 
     let mut cfg = config(64 << 20);
     cfg.max_concurrent_gets = 4;
-    run_day(&server, &cfg).await.unwrap();
+    let summary = run_day(&server, &cfg).await.unwrap();
+    // The SDK was given an HTTP client (the in-process server): the lean requests use it.
+    assert!(!summary.lean.own_connections, "{:?}", summary.lean);
     let gets = taken(&seen, "GetObject");
     assert_eq!(gets.len(), 40, "{gets:?}");
     let lean = gets.iter().filter(|r| !r.sdk).count();
