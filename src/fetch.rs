@@ -153,9 +153,7 @@ fn learn(
     let mut settings = HttpConnectorSettings::builder();
     settings.set_connect_timeout(timeouts.connect_timeout());
     settings.set_read_timeout(timeouts.read_timeout());
-    let connector = components
-        .http_client()?
-        .http_connector(&settings.build(), components);
+    let http_client = components.http_client()?;
     let own = own_http
         .then(|| http1::Client::new(scheme, host, timeouts.connect_timeout()))
         .and_then(|made| {
@@ -164,7 +162,7 @@ fn learn(
         });
     let transport = match own {
         Some(client) => Transport::Own(client),
-        None => Transport::Sdk(connector),
+        None => Transport::Sdk(http_client.http_connector(&settings.build(), components)),
     };
     let identity = components.identity_resolver(AuthSchemeId::new("sigv4"))?;
     Some(Lean {
@@ -254,45 +252,46 @@ impl Lean {
         } else {
             format!("{path}?{query}")
         };
-        let connector = match &self.transport {
-            Transport::Own(client) => {
-                let response =
-                    tokio::time::timeout(LEAN_TIMEOUT, client.get(&target, &signed, LEAN_MAX_BODY))
+        let not_ok = |status: u16| LeanFailed(format!("HTTP status {status}"));
+        let answer = async {
+            match &self.transport {
+                Transport::Own(client) => {
+                    let response = client
+                        .get(&target, &signed, LEAN_MAX_BODY)
                         .await
-                        .unwrap_or_else(|_| Err(http1::Failed("timed out".into())))
                         .map_err(|e| failed("request", &e))?;
-                return match response.status {
-                    200 => Ok(response.body),
-                    status => Err(LeanFailed(format!("HTTP status {status}"))),
-                };
+                    match response.status {
+                        200 => Ok(response.body),
+                        status => Err(not_ok(status)),
+                    }
+                }
+                Transport::Sdk(connector) => {
+                    let mut request = HttpRequest::new(SdkBody::empty());
+                    request
+                        .set_uri(format!("{}{target}", self.origin))
+                        .map_err(|e| failed("URL", &e))?;
+                    let headers = request.headers_mut();
+                    for (name, value) in signed {
+                        headers.insert(name, value);
+                    }
+                    let response = connector.call(request).await.map_err(|e| {
+                        failed("request", &aws_sdk_s3::error::DisplayErrorContext(e))
+                    })?;
+                    match response.status().as_u16() {
+                        200 => {}
+                        status => return Err(not_ok(status)),
+                    }
+                    ByteStream::new(response.into_body())
+                        .collect()
+                        .await
+                        .map(owned)
+                        .map_err(|e| failed("reading the body", &e))
+                }
             }
-            Transport::Sdk(connector) => connector,
         };
-        let mut request = HttpRequest::new(SdkBody::empty());
-        request
-            .set_uri(format!("{}{target}", self.origin))
-            .map_err(|e| failed("URL", &e))?;
-        let headers = request.headers_mut();
-        for (name, value) in signed {
-            headers.insert(name, value);
-        }
-        let response = tokio::time::timeout(LEAN_TIMEOUT, async {
-            let response = connector
-                .call(request)
-                .await
-                .map_err(|e| failed("request", &aws_sdk_s3::error::DisplayErrorContext(e)))?;
-            let status = response.status().as_u16();
-            if status != 200 {
-                return Err(LeanFailed(format!("HTTP status {status}")));
-            }
-            ByteStream::new(response.into_body())
-                .collect()
-                .await
-                .map(owned)
-                .map_err(|e| failed("reading the body", &e))
-        })
-        .await;
-        response.unwrap_or_else(|_| Err(LeanFailed("timed out".into())))
+        tokio::time::timeout(LEAN_TIMEOUT, answer)
+            .await
+            .unwrap_or_else(|_| Err(LeanFailed("timed out".into())))
     }
 }
 
