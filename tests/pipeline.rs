@@ -757,12 +757,31 @@ async fn later_gets_take_the_lean_path() {
 /// SDK and so do all later ones; the day's output is whole.
 #[tokio::test]
 async fn a_failed_lean_get_falls_back_to_the_sdk() {
+    failed_lean_get_falls_back(false).await;
+}
+
+/// The same over TCP, where the lean GETs go over connections of their own.
+#[tokio::test]
+async fn a_failed_lean_get_over_own_connections_falls_back_to_the_sdk() {
+    failed_lean_get_falls_back(true).await;
+}
+
+async fn failed_lean_get_falls_back(over_tcp: bool) {
     let files = generated("AWSLogs/", "111111111111", "eu-west-1", 20, 2);
     let (server, seen, plain, want) = recorded(None, &["GetObject"], &files).await;
 
     let mut cfg = config(64 << 20);
     cfg.max_concurrent_gets = 1;
-    let summary = run_day(&server, &cfg).await.unwrap();
+    let summary = if over_tcp {
+        let endpoint = server.serve_tcp().await;
+        let s3 = cloudtrail_aggregator::aws::s3_client(&S3::sdk_config_at(&endpoint), &cfg);
+        aggregate_day(&s3, &cfg, day(), RunOptions::default())
+            .await
+            .unwrap()
+    } else {
+        run_day(&server, &cfg).await.unwrap()
+    };
+    assert_eq!(summary.lean.own_connections, over_tcp);
     assert_eq!(summary.manifest.source_files, 20);
     let gets = taken(&seen, "GetObject");
     assert_eq!(gets.iter().filter(|r| !r.sdk).count(), 1, "{gets:?}");
