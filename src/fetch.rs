@@ -154,15 +154,18 @@ fn learn(
     settings.set_connect_timeout(timeouts.connect_timeout());
     settings.set_read_timeout(timeouts.read_timeout());
     let http_client = components.http_client()?;
-    let own = own_http
-        .then(|| http1::Client::new(scheme, host, timeouts.connect_timeout()))
-        .and_then(|made| {
-            made.map_err(|e| info!(reason = %e, "lean requests go through the SDK's connector"))
-                .ok()
-        });
-    let transport = match own {
-        Some(client) => Transport::Own(client),
-        None => Transport::Sdk(http_client.http_connector(&settings.build(), components)),
+    let sdk_connector =
+        || Transport::Sdk(http_client.http_connector(&settings.build(), components));
+    let transport = if own_http {
+        match http1::Client::new(scheme, host, timeouts.connect_timeout()) {
+            Ok(client) => Transport::Own(client),
+            Err(e) => {
+                info!(reason = %e, "lean requests go through the SDK's connector");
+                sdk_connector()
+            }
+        }
+    } else {
+        sdk_connector()
     };
     let identity = components.identity_resolver(AuthSchemeId::new("sigv4"))?;
     Some(Lean {
