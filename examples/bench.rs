@@ -453,7 +453,9 @@ fn server_stats(port: u16) -> ([u64; 4], f64) {
 
 async fn agg() {
     let cfg = cloudtrail_aggregator::Config::from_env().expect("config");
-    let s3 = cloudtrail_aggregator::aws::s3_client_from_env(&cfg).await;
+    let s3 = cloudtrail_aggregator::aws::s3_client_from_env(&cfg)
+        .await
+        .expect("AWS configuration");
     let day: cloudtrail_aggregator::Day = "2024-02-12".parse().unwrap();
     let s = cloudtrail_aggregator::aggregate_day(&s3, &cfg, day, Default::default())
         .await
@@ -656,15 +658,16 @@ fn scan_bench(shape: &str, data: &Path) {
     let mut secs = Vec::new();
     for _ in 0..5 {
         let start = thread_cpu();
-        let mut bufs = cloudtrail_aggregator::records::Buffers::default();
+        let mut reader = cloudtrail_aggregator::records::RecordReader::default();
         let mut records = 0u64;
         for body in &plain {
-            let mut r = cloudtrail_aggregator::records::open_slice_with(body, bufs);
-            while let Some(rec) = r.next_record().expect("valid source") {
-                records += 1;
-                std::hint::black_box(rec);
-            }
-            bufs = r.into_buffers();
+            reader
+                .read(&body[..], &mut |rec| {
+                    records += 1;
+                    std::hint::black_box(rec);
+                    true
+                })
+                .expect("valid source");
         }
         secs.push(thread_cpu() - start);
         assert_eq!(records, meta.records, "record count");
@@ -770,24 +773,21 @@ fn main() {
             return;
         }
         Some("agg") => {
-            // The binaries' process set-up.
-            let _ = cloudtrail_aggregator::process::tune_allocator();
-            let rt = if std::env::var("BENCH_MULTI_THREAD").is_ok() {
-                tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
-            } else {
-                cloudtrail_aggregator::process::runtime().unwrap()
-            };
-            rt.block_on(agg());
+            // The binaries' runtime (`#[tokio::main]`).
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(agg());
             return;
         }
         Some("seedalg") => {
             let threads = arg(&args, "--threads")
                 .map(|v| v.parse().unwrap())
                 .unwrap_or(1);
-            cloudtrail_aggregator::process::runtime()
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
                 .unwrap()
                 .block_on(seed_algorithm(threads));
             return;

@@ -1,17 +1,47 @@
-//! The AWS clients, built once per process from the standard configuration chain.
+//! The AWS clients, built once per process from the standard configuration chain
+//! (environment, profile, SSO, web identity, container and instance credentials;
+//! `AWS_REGION`; `AWS_ENDPOINT_URL_S3`; `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY`, which
+//! the SDK's default HTTP client honours).
+
+use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
-use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_s3::config::interceptors::{
+    BeforeTransmitInterceptorContextMut, FinalizerInterceptorContextRef,
+};
+use aws_sdk_s3::config::ProvideCredentials;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RequestChecksumCalculation, RuntimeComponents};
 use aws_sdk_s3::error::BoxError;
 use aws_sdk_s3::Client;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
+use tracing::info;
 
 use crate::config::Config;
+use crate::error::error_chain;
 
-/// Attempts per S3 call (the SDK's standard retry mode, with backoff); a little more
-/// patient than the default 3, since one failed call fails a whole day.
-pub const S3_MAX_ATTEMPTS: u32 = 5;
+/// Attempts per S3 call, the first included. The SDK's standard retry mode retries
+/// throttling (`503 SlowDown`), `500`s, timeouts and lost or refused connections with
+/// exponential backoff and full jitter, from [`S3_INITIAL_BACKOFF`] up to
+/// [`S3_MAX_BACKOFF`] between attempts: one call that keeps failing gives up after
+/// about 20 s (the sum of the jittered waits, ~40 s at the most), well inside the
+/// Lambda's 15 minutes, while a burst of SlowDown of a few seconds — S3 answers them
+/// while it scales a prefix up — is ridden out. The default 3 attempts fail a whole day
+/// on one unlucky GET among 100,000.
+pub const S3_MAX_ATTEMPTS: u32 = 8;
+/// The first backoff (then doubled per attempt, jittered).
+pub const S3_INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest backoff between two attempts.
+pub const S3_MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Why the SDK configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("no AWS region configured (set AWS_REGION, or a region in the AWS profile)")]
+    NoRegion,
+    #[error("no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; run `aws sso login` for an SSO profile): {0}")]
+    NoCredentials(String),
+}
 
 /// The endpoint override, if set: `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`.
 pub fn endpoint_override() -> Option<String> {
@@ -21,12 +51,71 @@ pub fn endpoint_override() -> Option<String> {
         .find(|v| !v.trim().is_empty())
 }
 
+/// The retry configuration of every client (see [`S3_MAX_ATTEMPTS`]).
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(S3_MAX_ATTEMPTS)
+        .with_initial_backoff(S3_INITIAL_BACKOFF)
+        .with_max_backoff(S3_MAX_BACKOFF)
+}
+
 /// Loads the shared SDK configuration (credentials, region, endpoints, retries).
 pub async fn sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(S3_MAX_ATTEMPTS))
+        .retry_config(retry_config())
         .load()
         .await
+}
+
+/// Checks, once at start, that `sdk` has a region and that its credentials resolve,
+/// so that neither shows up as the failure of every request.
+pub async fn check(sdk: &SdkConfig) -> Result<(), SetupError> {
+    if sdk.region().is_none() {
+        return Err(SetupError::NoRegion);
+    }
+    let Some(provider) = sdk.credentials_provider() else {
+        return Err(SetupError::NoCredentials("no credentials provider".into()));
+    };
+    provider
+        .provide_credentials()
+        .await
+        .map(|_| ())
+        .map_err(|e| SetupError::NoCredentials(error_chain(&e)))
+}
+
+/// Says at info when an S3 request attempt got no answer (a refused or lost
+/// connection, a timeout): the SDK retries it quietly, and a wrong endpoint would
+/// otherwise wait its whole retry schedule with nothing printed.
+#[derive(Debug)]
+struct RetryNotice;
+
+impl Intercept for RetryNotice {
+    fn name(&self) -> &'static str {
+        "RetryNotice"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(Err(e)) = context.output_or_error() else {
+            return Ok(());
+        };
+        if !(e.is_connector_error() || e.is_timeout_error()) {
+            return Ok(());
+        }
+        let attempt = cfg.load::<RequestAttempts>().map_or(1, |a| a.attempts());
+        if attempt < S3_MAX_ATTEMPTS {
+            let uri = context
+                .request()
+                .map(|r| r.uri().to_string())
+                .unwrap_or_default();
+            info!(attempt, max_attempts = S3_MAX_ATTEMPTS, uri = %uri, error = %error_chain(e), "S3 request got no answer; the SDK retries it");
+        }
+        Ok(())
+    }
 }
 
 /// Sends `x-amz-expected-bucket-owner` on every S3 request, so that a bucket owned by
@@ -76,7 +165,9 @@ pub fn checksums_asked(get: impl Fn(&str) -> Option<String>) -> bool {
 /// [`s3_client`], with `checksums_asked` given rather than read from the environment.
 pub fn s3_client_for(sdk: &SdkConfig, cfg: &Config, checksums_asked: bool) -> Client {
     let compatible = endpoint_override().is_some() || sdk.endpoint_url().is_some();
-    let mut conf = aws_sdk_s3::config::Builder::from(sdk).force_path_style(compatible);
+    let mut conf = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(compatible)
+        .interceptor(RetryNotice);
     if compatible && !checksums_asked {
         conf = conf.request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
     }
@@ -86,14 +177,18 @@ pub fn s3_client_for(sdk: &SdkConfig, cfg: &Config, checksums_asked: bool) -> Cl
     Client::from_conf(conf.build())
 }
 
-/// An S3 client for `cfg` from the environment.
-pub async fn s3_client_from_env(cfg: &Config) -> Client {
-    s3_client(&sdk_config().await, cfg)
+/// An S3 client for `cfg` from the environment, its region and credentials checked.
+pub async fn s3_client_from_env(cfg: &Config) -> Result<Client, SetupError> {
+    let sdk = sdk_config().await;
+    check(&sdk).await?;
+    Ok(s3_client(&sdk, cfg))
 }
 
-/// An SQS client from the environment.
-pub async fn sqs_client_from_env() -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::new(&sdk_config().await)
+/// An SQS client from the environment, its region and credentials checked.
+pub async fn sqs_client_from_env() -> Result<aws_sdk_sqs::Client, SetupError> {
+    let sdk = sdk_config().await;
+    check(&sdk).await?;
+    Ok(aws_sdk_sqs::Client::new(&sdk))
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ pub async fn send(
                 .map_err(|e| Error::Sqs {
                     operation: "SendMessageBatch",
                     queue_url: queue_url.to_string(),
-                    detail: aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
+                    detail: crate::error::error_chain(&e),
                 })?;
             sent += out.successful().len();
             let failed = out.failed();

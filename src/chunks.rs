@@ -1,6 +1,6 @@
 //! Chunks: records → gzip NDJSON objects under a byte bound. No I/O of its own: the
-//! compressed bytes go where a [`Parts`] puts them: memory ([`InMemory`]) or the
-//! pipeline's spool files ([`crate::spool::Spool`]).
+//! compressed bytes are handed out in pieces of about one upload part, so a chunk is
+//! never held whole in memory.
 //!
 //! Each record becomes one line (`record` + `\n`). A chunk is closed *before* a line
 //! would take its uncompressed size past the bound, so every chunk stays within it,
@@ -10,9 +10,12 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use flate2::write::GzEncoder;
 use flate2::{Compression, GzBuilder};
+
+use crate::records::RecordSink;
 
 /// S3's `CHUNK_SIZE_BYTES` default: 64 MiB of uncompressed NDJSON per chunk.
 pub const DEFAULT_CHUNK_SIZE_BYTES: u64 = 64 * 1024 * 1024;
@@ -63,41 +66,6 @@ impl Lines {
 /// add after the buffer reached `part_size - 1`.
 const PART_SLACK: usize = 2 * 1024 * 1024;
 
-/// Where the compressed bytes of a chunk's pieces go while they fill: makes a buffer
-/// for each piece and seals it when the piece is handed out.
-pub trait Parts {
-    /// A piece being written.
-    type Buf: Write;
-    /// A piece handed out.
-    type Sealed;
-    /// An empty buffer for the next piece.
-    fn create(&mut self) -> io::Result<Self::Buf>;
-    /// Bytes written into `buf` so far.
-    fn written(buf: &Self::Buf) -> usize;
-    /// Ends the piece: everything written is in what it returns.
-    fn seal(buf: Self::Buf) -> io::Result<Self::Sealed>;
-}
-
-/// Pieces in memory, each with room for a whole part so that it never doubles (pages
-/// are only touched as they are written).
-pub struct InMemory {
-    part_size: usize,
-}
-
-impl Parts for InMemory {
-    type Buf = Vec<u8>;
-    type Sealed = Vec<u8>;
-    fn create(&mut self) -> io::Result<Vec<u8>> {
-        Ok(Vec::with_capacity(self.part_size + PART_SLACK))
-    }
-    fn written(buf: &Vec<u8>) -> usize {
-        buf.len()
-    }
-    fn seal(buf: Vec<u8>) -> io::Result<Vec<u8>> {
-        Ok(buf)
-    }
-}
-
 /// A finished chunk, as the manifest describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkInfo {
@@ -114,19 +82,19 @@ pub struct ChunkInfo {
 /// What the builder hands out, in order: a chunk's compressed bytes in one or more
 /// pieces (each at least `part_size` except the last), then its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Piece<S = Vec<u8>> {
+pub enum Piece {
     /// `last`: the chunk's final piece, followed by its `End`. A piece that is not the
     /// last is a full part: the chunk goes up as a multipart upload, which can start.
     Data {
         index: u32,
-        bytes: S,
+        bytes: Vec<u8>,
         last: bool,
     },
     End(ChunkInfo),
 }
 
-struct Building<B: Write> {
-    encoder: GzEncoder<B>,
+struct Building {
+    encoder: GzEncoder<Vec<u8>>,
     records: u64,
     uncompressed: u64,
     compressed: u64,
@@ -134,38 +102,33 @@ struct Building<B: Write> {
 
 /// Builds chunks from records, in order. Compressed output is handed out in pieces of
 /// about `part_size` bytes as it is produced, so a chunk is never held whole.
-pub struct ChunkBuilder<P: Parts = InMemory> {
+pub struct ChunkBuilder {
     limit: u64,
     level: Compression,
     part_size: usize,
-    parts: P,
     next_index: u32,
-    current: Option<Building<P::Buf>>,
-    out: VecDeque<Piece<P::Sealed>>,
+    current: Option<Building>,
+    out: VecDeque<Piece>,
 }
 
-impl ChunkBuilder<InMemory> {
-    /// A builder whose pieces are in memory; `limit`: the largest uncompressed size of
-    /// a chunk in bytes (at least 1); `part_size`: the size of the compressed pieces
-    /// handed out (at least 1).
+impl ChunkBuilder {
+    /// `limit`: the largest uncompressed size of a chunk in bytes (at least 1);
+    /// `part_size`: the size of the compressed pieces handed out (at least 1).
     pub fn new(limit: u64, gzip_level: u32, part_size: usize) -> Self {
-        let part_size = part_size.max(1);
-        ChunkBuilder::with_parts(limit, gzip_level, part_size, InMemory { part_size })
-    }
-}
-
-impl<P: Parts> ChunkBuilder<P> {
-    /// As [`ChunkBuilder::new`], with the pieces written where `parts` puts them.
-    pub fn with_parts(limit: u64, gzip_level: u32, part_size: usize, parts: P) -> Self {
         ChunkBuilder {
             limit: limit.max(1),
             level: Compression::new(gzip_level.min(9)),
             part_size: part_size.max(1),
-            parts,
             next_index: 0,
             current: None,
             out: VecDeque::new(),
         }
+    }
+
+    /// An empty buffer for the next piece, with room for a whole part so that it
+    /// never doubles (pages are only touched as they are written).
+    fn part_buffer(&self) -> Vec<u8> {
+        Vec::with_capacity(self.part_size + PART_SLACK)
     }
 
     /// Adds one record (without its newline).
@@ -186,7 +149,7 @@ impl<P: Parts> ChunkBuilder<P> {
                 self.current = Some(Building {
                     encoder: GzBuilder::new()
                         .mtime(0)
-                        .write(self.parts.create()?, self.level),
+                        .write(self.part_buffer(), self.level),
                     records: 0,
                     uncompressed: 0,
                     compressed: 0,
@@ -206,12 +169,13 @@ impl<P: Parts> ChunkBuilder<P> {
             b.encoder.write_all(&lines.data[off..end])?;
             b.records += (j - i) as u64;
             b.uncompressed += (end - off) as u64;
-            if P::written(b.encoder.get_ref()) >= self.part_size {
-                let full = std::mem::replace(b.encoder.get_mut(), self.parts.create()?);
-                b.compressed += P::written(&full) as u64;
+            if b.encoder.get_ref().len() >= self.part_size {
+                let fresh = Vec::with_capacity(self.part_size + PART_SLACK);
+                let full = std::mem::replace(b.encoder.get_mut(), fresh);
+                b.compressed += full.len() as u64;
                 self.out.push_back(Piece::Data {
                     index: self.next_index,
-                    bytes: P::seal(full)?,
+                    bytes: full,
                     last: false,
                 });
             }
@@ -236,12 +200,12 @@ impl<P: Parts> ChunkBuilder<P> {
             index,
             records: b.records,
             uncompressed_bytes: b.uncompressed,
-            compressed_bytes: b.compressed + P::written(&rest) as u64,
+            compressed_bytes: b.compressed + rest.len() as u64,
         };
-        if P::written(&rest) > 0 {
+        if !rest.is_empty() {
             self.out.push_back(Piece::Data {
                 index,
-                bytes: P::seal(rest)?,
+                bytes: rest,
                 last: true,
             });
         }
@@ -255,7 +219,7 @@ impl<P: Parts> ChunkBuilder<P> {
     }
 
     /// Takes the pieces produced so far, in order.
-    pub fn pieces(&mut self) -> std::collections::vec_deque::Drain<'_, Piece<P::Sealed>> {
+    pub fn pieces(&mut self) -> std::collections::vec_deque::Drain<'_, Piece> {
         self.out.drain(..)
     }
 
@@ -263,6 +227,101 @@ impl<P: Parts> ChunkBuilder<P> {
     pub fn chunks_closed(&self) -> u32 {
         self.next_index
     }
+}
+
+/// Size of the blocks of lines passed from the records stage to the chunks stage.
+const LINES_BLOCK: usize = 256 * 1024;
+
+/// The records stage's end of the channel to the chunks stage: records packed into
+/// blocks of lines, full blocks sent on. The chunks stage hands the blocks back empty,
+/// so a run allocates a handful of them, not one per 256 KiB.
+pub struct LineBlocks {
+    tx: SyncSender<Lines>,
+    spare: Receiver<Lines>,
+    current: Lines,
+}
+
+/// The chunks stage's end of that channel.
+pub struct LineBlocksRx {
+    rx: Receiver<Lines>,
+    spare: SyncSender<Lines>,
+}
+
+/// A channel of blocks of lines holding up to `depth` full blocks.
+pub fn line_blocks(depth: usize) -> (LineBlocks, LineBlocksRx) {
+    let (tx, rx) = sync_channel(depth);
+    let (spare_tx, spare_rx) = sync_channel(depth + 2);
+    let blocks = LineBlocks {
+        tx,
+        spare: spare_rx,
+        current: Lines::default(),
+    };
+    (
+        blocks,
+        LineBlocksRx {
+            rx,
+            spare: spare_tx,
+        },
+    )
+}
+
+impl LineBlocks {
+    /// An empty block with room for a full block and the record that ends it.
+    fn next_block(&self) -> Lines {
+        match self.spare.try_recv() {
+            Ok(mut lines) => {
+                lines.clear();
+                lines
+            }
+            Err(_) => Lines::with_capacity(LINES_BLOCK + 64 * 1024),
+        }
+    }
+
+    /// Sends the last, partly filled block (dropping `self` closes the channel).
+    pub fn finish(mut self) {
+        if !self.current.is_empty() {
+            let _ = self.tx.send(std::mem::take(&mut self.current));
+        }
+    }
+}
+
+impl RecordSink for LineBlocks {
+    fn record(&mut self, record: &[u8]) -> bool {
+        if self.current.data.capacity() == 0 {
+            self.current = self.next_block();
+        }
+        self.current.push(record);
+        if self.current.data.len() < LINES_BLOCK {
+            return true;
+        }
+        let next = self.next_block();
+        let full = std::mem::replace(&mut self.current, next);
+        self.tx.send(full).is_ok()
+    }
+}
+
+/// The chunks stage: compresses the blocks of lines from `lines` into chunks and hands
+/// every piece to `hand_out` as it fills, in order; stops early when `hand_out`
+/// returns `false` (the next stage has gone).
+pub fn compress(
+    lines: LineBlocksRx,
+    builder: &mut ChunkBuilder,
+    mut hand_out: impl FnMut(Piece) -> bool,
+) -> io::Result<()> {
+    let mut hand_out_all = |builder: &mut ChunkBuilder| builder.pieces().all(&mut hand_out);
+    for block in lines.rx.iter() {
+        builder.push_lines(&block)?;
+        // Back to the records stage for reuse, unless a huge record made it grow.
+        if block.data.capacity() <= 2 * LINES_BLOCK {
+            let _ = lines.spare.try_send(block);
+        }
+        if !hand_out_all(builder) {
+            return Ok(());
+        }
+    }
+    builder.finish()?;
+    hand_out_all(builder);
+    Ok(())
 }
 
 #[cfg(test)]

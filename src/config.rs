@@ -13,13 +13,11 @@
 //! | `LOG_LEVEL` | `trace`, `debug`, `info`, `warn`/`warning`, `error`/`critical` | `info` |
 //! | `METRICS_NAMESPACE` | CloudWatch namespace of the per-day EMF metrics (Lambda only) | `CloudTrailAggregator` |
 //! | `EXPECTED_BUCKET_OWNER` | account id that must own both buckets (sent on every S3 call) | none |
-//! | `TMPDIR` | folder for the output's compressed pieces until they are uploaded ([`crate::spool`]) | `/tmp` |
 //!
 //! Prefixes are normalised to end in `/` (an empty prefix means the bucket's root).
 //! A missing or malformed value is an [`ConfigError`] naming the variable.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use crate::chunks::{DEFAULT_CHUNK_SIZE_BYTES, DEFAULT_GZIP_LEVEL};
 
@@ -30,9 +28,6 @@ pub const DEFAULT_DST_PREFIX: &str = "cloudtrail-daily/";
 pub const DEFAULT_MAX_CONCURRENT_GETS: usize = 128;
 pub const DEFAULT_METRICS_NAMESPACE: &str = "CloudTrailAggregator";
 pub const DEFAULT_MAX_CONCURRENT_LISTS: usize = 16;
-/// Where the output's pieces are spooled when `TMPDIR` is not set (as `std::env::temp_dir`
-/// on Unix; Lambda's writable ephemeral storage).
-pub const DEFAULT_SPOOL_DIR: &str = "/tmp";
 /// S3's limit for a single PutObject; a chunk must fit in one.
 pub const MAX_CHUNK_SIZE_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
@@ -64,13 +59,9 @@ pub struct Config {
     pub gzip_level: u32,
     pub max_concurrent_gets: usize,
     pub max_concurrent_lists: usize,
-    /// A tracing level name, lower case, when `LOG_LEVEL` is set.
-    pub log_level: Option<String>,
     pub metrics_namespace: String,
     /// A 12-digit account id, when `EXPECTED_BUCKET_OWNER` is set.
     pub expected_bucket_owner: Option<String>,
-    /// Where the output's pieces are spooled (`TMPDIR`, else `/tmp`).
-    pub spool_dir: PathBuf,
 }
 
 impl Config {
@@ -129,16 +120,16 @@ impl Config {
             1,
             256,
         )? as usize;
-        let log_level = match get("LOG_LEVEL") {
-            None => None,
-            Some(s) if s.trim().is_empty() => None,
-            Some(s) => Some(level_name(&s).ok_or_else(|| {
-                err(
+        // Read by `telemetry` when the subscriber is installed; checked here so that a
+        // misspelt level is a configuration error, not a silent default.
+        if let Some(s) = get("LOG_LEVEL").filter(|s| !s.trim().is_empty()) {
+            if level_name(&s).is_none() {
+                return Err(err(
                     "LOG_LEVEL",
                     format!("{s:?} is not one of trace, debug, info, warn, error"),
-                )
-            })?),
-        };
+                ));
+            }
+        }
         let metrics_namespace = match get("METRICS_NAMESPACE") {
             Some(v) if !v.trim().is_empty() => v.trim().to_string(),
             _ => DEFAULT_METRICS_NAMESPACE.to_string(),
@@ -146,7 +137,7 @@ impl Config {
         let expected_bucket_owner = match get("EXPECTED_BUCKET_OWNER") {
             Some(v) if !v.trim().is_empty() => {
                 let v = v.trim().to_string();
-                if !crate::listing::is_account_id(&v) {
+                if !is_account_id(&v) {
                     return Err(err(
                         "EXPECTED_BUCKET_OWNER",
                         format!("{v:?} is not a 12-digit account id"),
@@ -155,10 +146,6 @@ impl Config {
                 Some(v)
             }
             _ => None,
-        };
-        let spool_dir = match get("TMPDIR") {
-            Some(v) if !v.trim().is_empty() => PathBuf::from(v),
-            _ => PathBuf::from(DEFAULT_SPOOL_DIR),
         };
         Ok(Config {
             src_bucket,
@@ -169,12 +156,15 @@ impl Config {
             gzip_level,
             max_concurrent_gets,
             max_concurrent_lists,
-            log_level,
             metrics_namespace,
             expected_bucket_owner,
-            spool_dir,
         })
     }
+}
+
+/// A 12-digit AWS account id.
+pub fn is_account_id(name: &str) -> bool {
+    name.len() == 12 && name.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Maps a level name (tracing's or Python logging's, any case) to tracing's.
@@ -287,8 +277,6 @@ mod tests {
         assert_eq!(c.src_prefix, "AWSLogs/");
         assert_eq!(c.dst_prefix, "cloudtrail-daily/");
         assert_eq!(c.chunk_size_bytes, 64 * 1024 * 1024);
-        assert_eq!(c.log_level, None);
-        assert_eq!(c.spool_dir, PathBuf::from("/tmp"));
         let c = cfg(&[
             ("SRC_BUCKET", "logs"),
             ("DST_BUCKET", "out"),
@@ -296,14 +284,11 @@ mod tests {
             ("DST_PREFIX", ""),
             ("CHUNK_SIZE_BYTES", "1000"),
             ("LOG_LEVEL", "WARNING"),
-            ("TMPDIR", "/mnt/scratch"),
         ])
         .unwrap();
         assert_eq!(c.src_prefix, "AWSLogs/o-abc123def4/");
         assert_eq!(c.dst_prefix, "");
         assert_eq!(c.chunk_size_bytes, 1000);
-        assert_eq!(c.log_level.as_deref(), Some("warn"));
-        assert_eq!(c.spool_dir, PathBuf::from("/mnt/scratch"));
     }
 
     /// Each bad value names its variable.

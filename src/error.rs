@@ -1,7 +1,11 @@
 //! Typed errors. Each variant says what failed and where: the operation, the
-//! `s3://bucket/key`, and the underlying cause.
+//! `s3://bucket/key`, and the underlying cause, as one line of text (`Display` of the
+//! error and its causes, never `Debug`).
 
 use std::io;
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::http::Response;
 
 use crate::config::ConfigError;
 use crate::records::RecordsError;
@@ -12,7 +16,8 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
 
-    /// An S3 call failed. `detail` holds the SDK's whole error chain.
+    /// An S3 call failed. `detail` is S3's error code and message, or the cause chain
+    /// of a request that got no answer.
     #[error("{operation} s3://{bucket}/{key} failed: {detail}")]
     S3 {
         operation: &'static str,
@@ -38,19 +43,9 @@ pub enum Error {
         source: RecordsError,
     },
 
-    /// Compressing an output chunk failed: writing its spool file (the source names the
-    /// file: a full disk, a `TMPDIR` that cannot be written).
+    /// Compressing an output chunk failed.
     #[error("compressing chunk s3://{bucket}/{key} failed: {source}")]
     Compress {
-        bucket: String,
-        key: String,
-        #[source]
-        source: io::Error,
-    },
-
-    /// A piece of an output chunk could not be read back from its spool file to upload.
-    #[error("uploading chunk s3://{bucket}/{key} failed: {source}")]
-    Spool {
         bucket: String,
         key: String,
         #[source]
@@ -73,20 +68,72 @@ pub enum Error {
 }
 
 impl Error {
-    /// Builds an [`Error::S3`] from any SDK error, keeping its full cause chain.
-    pub fn s3<E: std::error::Error>(
+    /// An [`Error::S3`] from an SDK call's error: S3's code and message (with the HTTP
+    /// status) when S3 answered, else the cause chain (a refused connection, a
+    /// timeout, no credentials).
+    pub fn s3<E>(
         operation: &'static str,
         bucket: &str,
         key: &str,
-        err: E,
+        err: SdkError<E, Response>,
+    ) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let detail = match (err.code(), err.raw_response()) {
+            (Some(code), answer) => {
+                let mut d = code.to_string();
+                if let Some(m) = err.message() {
+                    d.push_str(": ");
+                    d.push_str(m);
+                }
+                if let Some(r) = answer {
+                    d.push_str(&format!(" (HTTP {})", r.status().as_u16()));
+                }
+                d
+            }
+            (None, Some(r)) if matches!(err, SdkError::ServiceError(_)) => {
+                format!("HTTP {} with no S3 error code", r.status().as_u16())
+            }
+            _ => error_chain(&err),
+        };
+        Error::s3_detail(operation, bucket, key, detail)
+    }
+
+    /// An [`Error::S3`] from the failed read of an answer's body.
+    pub fn s3_read(
+        operation: &'static str,
+        bucket: &str,
+        key: &str,
+        err: &(dyn std::error::Error + 'static),
     ) -> Error {
+        Error::s3_detail(operation, bucket, key, error_chain(err))
+    }
+
+    pub fn s3_detail(operation: &'static str, bucket: &str, key: &str, detail: String) -> Error {
         Error::S3 {
             operation,
             bucket: bucket.to_string(),
             key: key.to_string(),
-            detail: aws_sdk_s3::error::DisplayErrorContext(err).to_string(),
+            detail,
         }
     }
+}
+
+/// An error and its causes on one line, `: `-separated; a cause whose text the line
+/// already holds is not repeated (the SDK's errors often repeat their source).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// "120", or "at least 120 (listing unfinished)" while the day's folders are still being
@@ -118,5 +165,25 @@ mod tests {
         assert!(err(false).to_string().starts_with(
             "stopped before the deadline with 40 of at least 120 (listing unfinished) source files read"
         ));
+    }
+
+    /// The cause chain is one line, each cause once.
+    #[test]
+    fn causes_on_one_line() {
+        let inner = io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused");
+        let outer = io::Error::other(Wrapped(inner));
+        assert_eq!(error_chain(&outer), "dispatch failure: connection refused");
+        #[derive(Debug)]
+        struct Wrapped(io::Error);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("dispatch failure")
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
     }
 }

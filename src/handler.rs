@@ -17,8 +17,9 @@ use chrono::NaiveDate;
 use tracing::{error, info, info_span, Instrument};
 
 use crate::config::Config;
+use crate::error::Error;
 use crate::pipeline::{aggregate_day, RunOptions, Summary};
-use crate::trigger::{parse_body, TriggerKind};
+use crate::trigger::{parse_body, Day, TriggerError, TriggerKind};
 
 /// Time kept back from the Lambda deadline to report a clean failure.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
@@ -58,11 +59,24 @@ impl From<BatchFailed> for lambda_runtime::Diagnostic {
     }
 }
 
-/// The result of one message; the error says what failed (the message id is beside it).
+/// Why one message failed (its id is beside it, in [`MessageOutcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("cannot tell which day to aggregate: {0}")]
+    Trigger(#[from] TriggerError),
+    #[error("day {day}: {source}")]
+    Day {
+        day: Day,
+        #[source]
+        source: Error,
+    },
+}
+
+/// The result of one message.
 #[derive(Debug)]
 pub struct MessageOutcome {
     pub message_id: String,
-    pub result: Result<(TriggerKind, Summary), String>,
+    pub result: Result<(TriggerKind, Summary), MessageError>,
 }
 
 /// Handles every message of `event`; `today` is the current UTC date and `deadline`
@@ -82,17 +96,16 @@ pub async fn handle_batch(
         let span = info_span!("message", message_id = %message_id);
         let result = async {
             let body = message.body.as_deref().unwrap_or("");
-            let (day, kind) = parse_body(body, today)
-                .map_err(|e| format!("cannot tell which day to aggregate: {e}"))?;
+            let (day, kind) = parse_body(body, today)?;
             info!(day = %day, trigger = %kind, "aggregating");
             let opts = RunOptions {
                 deadline: deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d)),
             };
             let summary = aggregate_day(&app.s3, &app.config, day, opts)
                 .await
-                .map_err(|e| format!("day {day}: {e}"))?;
+                .map_err(|source| MessageError::Day { day, source })?;
             crate::metrics::emit(&app.config.metrics_namespace, &summary);
-            Ok((kind, summary))
+            Ok::<_, MessageError>((kind, summary))
         }
         .instrument(span.clone())
         .await;
@@ -113,7 +126,7 @@ pub fn batch_response(outcomes: &[MessageOutcome]) -> Result<SqsBatchResponse, B
             o.result
                 .as_ref()
                 .err()
-                .map(|e| (o.message_id.clone(), e.clone()))
+                .map(|e| (o.message_id.clone(), e.to_string()))
         })
         .collect();
     if !outcomes.is_empty() && failures.len() == outcomes.len() {

@@ -87,7 +87,6 @@ mod tests {
             },
             stale_chunks_deleted: vec![],
             duration: std::time::Duration::from_millis(1234),
-            lean: Default::default(),
         };
         let v: serde_json::Value =
             serde_json::from_str(&emf_line("NS", "fn", &summary, 42)).unwrap();

@@ -1,135 +1,49 @@
-//! Concurrency with order kept: run up to `limit` futures of a stream at once and
-//! yield their outputs in the stream's order.
+//! Concurrency with order kept: up to `limit` futures of a stream running at once,
+//! up to `window` started past the oldest one not yet yielded, outputs in the
+//! stream's order.
 //!
-//! `futures`' `buffered(n)` does that with a window of `n` futures counted from the
-//! oldest one not yet yielded: while the oldest is still running, at most `n - 1`
-//! later ones can have finished, and no new one starts until it does. S3's latency
-//! has a tail (most small GETs answer in ~20 ms, a few in hundreds), so with
-//! `buffered` every slow GET stalls all the others behind it. Here `limit` counts only
-//! the futures *running*: finished ones wait for their turn aside, so the other slots
-//! keep fetching. Those waiting outputs are bounded by [`InOrder::window`] when given
-//! (the LISTs of the day's folders), or by the caller (the pipeline's fetch budget,
-//! taken in order before each GET starts, also counts the GETs waiting).
+//! `futures`' `buffered(n)` alone counts both the running futures and the finished
+//! ones waiting for an earlier one: while the oldest is still running, no new one
+//! starts once `n - 1` later ones have finished. S3's latency has a tail (most small
+//! GETs answer in ~20 ms, a few in hundreds), so every slow GET would stall all the
+//! others behind it. Here `buffered(window)` holds the order and a semaphore of
+//! `limit` permits, taken in order (tokio's semaphore is fair), bounds what runs: the
+//! finished futures wait aside without a permit and the other slots keep fetching.
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
 
-use futures::future::{join, ready, Join, Ready};
-use futures::stream::{FusedStream, FuturesUnordered, Stream, StreamExt};
+use futures::{Stream, StreamExt};
+use tokio::sync::Semaphore;
 
-/// The stream returned by [`in_order`].
-#[must_use = "streams do nothing unless polled"]
-pub struct InOrder<St: Stream>
-where
-    St::Item: Future,
-{
-    source: Pin<Box<futures::stream::Fuse<St>>>,
-    running: FuturesUnordered<Join<Ready<u64>, St::Item>>,
-    /// Finished outputs waiting for the ones before them, by position.
-    finished: BTreeMap<u64, <St::Item as Future>::Output>,
-    /// Position of the next future taken from `source`.
-    next_in: u64,
-    /// Position of the next output to yield.
-    next_out: u64,
+/// Runs up to `limit` (at least 1) of `futures` at once and starts none more than
+/// `window` (at least `limit`) past the oldest output not yet yielded; yields the
+/// outputs in the order of `futures`.
+pub fn in_order<St>(
+    futures: St,
     limit: usize,
     window: usize,
-}
-
-/// Runs up to `limit` (at least 1) of `futures` at once, yielding their outputs in
-/// the order of `futures`.
-pub fn in_order<St>(futures: St, limit: usize) -> InOrder<St>
+) -> impl Stream<Item = <St::Item as Future>::Output>
 where
     St: Stream,
     St::Item: Future,
 {
-    InOrder {
-        source: Box::pin(futures.fuse()),
-        running: FuturesUnordered::new(),
-        finished: BTreeMap::new(),
-        next_in: 0,
-        next_out: 0,
-        limit: limit.max(1),
-        window: usize::MAX,
-    }
-}
-
-impl<St> InOrder<St>
-where
-    St: Stream,
-    St::Item: Future,
-{
-    /// Starts no future more than `window` (at least the limit) positions after the
-    /// oldest output not yet yielded: at most `window` outputs are running or waiting.
-    pub fn window(mut self, window: usize) -> Self {
-        self.window = window.max(self.limit);
-        self
-    }
-
-    /// Futures running now.
-    pub fn running(&self) -> usize {
-        self.running.len()
-    }
-
-    /// Outputs finished and waiting for an earlier one.
-    pub fn waiting(&self) -> usize {
-        self.finished.len()
-    }
-}
-
-impl<St> Stream for InOrder<St>
-where
-    St: Stream,
-    St::Item: Future,
-{
-    type Item = <St::Item as Future>::Output;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = Pin::into_inner(self);
-        loop {
-            while this.running.len() < this.limit
-                && this.running.len() + this.finished.len() < this.window
-            {
-                match this.source.as_mut().poll_next(cx) {
-                    Poll::Ready(Some(future)) => {
-                        this.running.push(join(ready(this.next_in), future));
-                        this.next_in += 1;
-                    }
-                    // Pending: `source` wakes us when it has more.
-                    _ => break,
-                }
+    let limit = limit.max(1);
+    let running = Arc::new(Semaphore::new(limit));
+    futures
+        .map(move |f| {
+            let running = running.clone();
+            async move {
+                let _slot = running.acquire().await.expect("never closed");
+                f.await
             }
-            if let Some(output) = this.finished.remove(&this.next_out) {
-                this.next_out += 1;
-                return Poll::Ready(Some(output));
-            }
-            match this.running.poll_next_unpin(cx) {
-                Poll::Ready(Some((position, output))) => {
-                    this.finished.insert(position, output);
-                }
-                // Nothing running: done if the source is, else waiting for it (the
-                // next output has not started, so nothing can be waiting either).
-                Poll::Ready(None) if this.source.is_terminated() => return Poll::Ready(None),
-                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
-// Nothing in an `InOrder` is ever pinned in place: the source is boxed and
-// `FuturesUnordered` is `Unpin`.
-impl<St> Unpin for InOrder<St>
-where
-    St: Stream,
-    St::Item: Future,
-{
+        })
+        .buffered(window.max(limit))
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
     use std::time::Duration;
 
     use tokio::time::Instant;
@@ -153,7 +67,7 @@ mod tests {
                 (i, Instant::now())
             }
         });
-        let out: Vec<(u64, Instant)> = in_order(futures, 4).collect().await;
+        let out: Vec<(u64, Instant)> = in_order(futures, 4, 64).collect().await;
         assert_eq!(
             out.iter().map(|o| o.0).collect::<Vec<_>>(),
             (0..40).collect::<Vec<_>>()
@@ -166,7 +80,7 @@ mod tests {
         );
     }
 
-    /// A window bounds the outputs running or waiting behind a slow one.
+    /// The window bounds the futures started past the oldest one not yet yielded.
     #[tokio::test(start_paused = true)]
     async fn a_window_bounds_what_waits_behind_a_slow_future() {
         let started = Arc::new(AtomicUsize::new(0));
@@ -179,28 +93,15 @@ mod tests {
                 i
             }
         });
-        let mut stream = in_order(futures, 3).window(7);
+        let mut stream = std::pin::pin!(in_order(futures, 3, 7));
         let mut yielded = 0;
         while let Some(i) = stream.next().await {
             assert_eq!(i, yielded);
             yielded += 1;
             let ahead = started.load(Ordering::SeqCst) - yielded as usize;
             assert!(ahead < 7, "{ahead} started beyond the window");
-            assert!(stream.running() <= 3);
         }
         assert_eq!(yielded, 40);
-        // Behind each slow one, the window filled: 6 started after it before it ended.
-        let mut stream = in_order(
-            futures::stream::iter(0..10u64).map(|i| async move {
-                let ms = if i == 0 { 1_000 } else { 10 };
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                i
-            }),
-            3,
-        )
-        .window(7);
-        assert_eq!(stream.next().await, Some(0));
-        assert_eq!((stream.running(), stream.waiting()), (0, 6));
     }
 
     /// With every future equally fast the stream keeps `limit` running, so `n` of
@@ -212,47 +113,12 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
             i
         });
-        let out: Vec<u64> = in_order(futures, 10).collect().await;
+        let out: Vec<u64> = in_order(futures, 10, 40).collect().await;
         assert_eq!(out, (0..100).collect::<Vec<_>>());
         let took = started.elapsed();
         assert!(
             took >= Duration::from_millis(100) && took < Duration::from_millis(120),
             "{took:?}"
         );
-    }
-
-    /// A source that is not ready yet (as the fetch budget can be) is waited for,
-    /// and the stream ends once it has ended and everything has been yielded.
-    #[tokio::test]
-    async fn waits_for_a_pending_source_and_ends_after_it() {
-        let (tx, rx) = tokio::sync::mpsc::channel::<u64>(1);
-        let futures = futures::stream::unfold(rx, |mut rx| async move {
-            let i = rx.recv().await?;
-            Some((async move { i * 2 }, rx))
-        });
-        let feeder = tokio::spawn(async move {
-            for i in 0..5 {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                tx.send(i).await.unwrap();
-            }
-        });
-        let mut stream = in_order(futures, 3);
-        let mut out = Vec::new();
-        while let Some(x) = stream.next().await {
-            out.push(x);
-            assert!(stream.running() <= 3);
-        }
-        feeder.await.unwrap();
-        assert_eq!(out, vec![0, 2, 4, 6, 8]);
-        assert_eq!((stream.running(), stream.waiting()), (0, 0));
-    }
-
-    /// `limit` 0 is taken as 1: one at a time, still in order.
-    #[tokio::test]
-    async fn a_limit_of_zero_runs_one_at_a_time() {
-        let out: Vec<u64> = in_order(futures::stream::iter(0..5u64).map(ready), 0)
-            .collect()
-            .await;
-        assert_eq!(out, vec![0, 1, 2, 3, 4]);
     }
 }

@@ -1,35 +1,39 @@
 //! Records: the bytes of one CloudTrail delivery file → its records, one at a time.
 //!
-//! [`open`] detects gzip by its magic bytes (never by key or metadata) and decodes
-//! multi-member streams; anything else is read as plain JSON. [`RecordReader`] is a
-//! generator over the `Records` array: it scans the stream structurally (strings,
-//! escapes, nesting) and hands out each element as the bytes it has in the source,
-//! so AWS's escapes (`\u003d`), key order and number spelling survive unchanged.
-//! Only one record is held at a time, whatever the size of the file.
+//! [`RecordReader::read`] detects gzip by its magic bytes (never by key or metadata)
+//! and decodes multi-member streams with flate2's `MultiGzDecoder`; anything else is
+//! read as plain JSON. The JSON is parsed by serde_json: each element of the
+//! `Records` array is taken as a [`RawValue`], i.e. as the bytes it has in the source,
+//! so AWS's escapes (`\u003d`), key order and number spelling survive unchanged while
+//! serde_json validates the whole document (syntax, UTF-8, nothing after its end).
 //!
-//! Every element must be an object and is validated as it is scanned: JSON syntax by
-//! the scanner in `records/scan.rs` (in the same pass that finds the element's end,
-//! no second parse), then UTF-8. An element containing a raw line break (a
+//! A file that decodes to at most [`WHOLE_FILE_BYTES`] is parsed from memory (borrowed
+//! raw values, no copy per record); a larger one is parsed as it is read, holding one
+//! record at a time, so memory does not grow with the size of a file.
+//!
+//! Every element must be an object. An element containing a raw line break (a
 //! pretty-printed source) is re-written compactly — insignificant whitespace removed,
-//! string and number bytes untouched — so that one record is always one line.
+//! string and number bytes untouched — so that one record is always one line. The
+//! file must be one JSON object with exactly one `Records` array; other keys beside
+//! it are validated and ignored. Anything else is an error: this module never guesses.
 //!
-//! The file must be one JSON object with exactly one `Records` array; other keys
-//! beside it are validated and ignored. Anything else is an error: this module never
-//! guesses.
+//! Measured against the structural scanner this replaced (`records/scan.rs`, a second
+//! JSON grammar of our own): see BENCHMARKS.md, "Records: serde_json".
 
 use std::fmt;
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufReader, Cursor, Read};
 
-use flate2::Decompress;
-mod gunzip;
-mod scan;
-use gunzip::Gunzip;
+use flate2::bufread::MultiGzDecoder;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
-/// Size of the read buffers in front of and behind the gzip decoder.
-const BUF_SIZE: usize = 128 * 1024;
+/// Files that decode to at most this many bytes are parsed from memory.
+pub const WHOLE_FILE_BYTES: usize = 4 * 1024 * 1024;
+/// Size of the read buffers in front of the gzip decoder and the streaming parser.
+const BUF_SIZE: usize = 64 * 1024;
 
-/// What went wrong while reading a delivery file. Offsets count bytes of the decoded
-/// (uncompressed) stream.
+/// What went wrong while reading a delivery file. Positions are lines and columns of
+/// the decoded (uncompressed) JSON, as serde_json counts them.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
     #[error("corrupt gzip stream: {0}")]
@@ -38,53 +42,22 @@ pub enum RecordsError {
     Io(#[source] io::Error),
     #[error("the file is empty; expected a JSON object with a Records array")]
     Empty,
-    #[error("expected a JSON object with a Records array, found {found} at byte {offset}")]
-    NotAnObject { found: String, offset: u64 },
+    #[error("expected a JSON object with a Records array, found {found}")]
+    NotAnObject { found: String },
     #[error("the JSON object has no Records array")]
     MissingRecords,
     #[error("the JSON object has more than one Records key")]
     DuplicateRecords,
-    #[error("Records is not an array (found {found} at byte {offset})")]
-    RecordsNotArray { found: String, offset: u64 },
     #[error("record {index} is not a JSON object (it starts with {found})")]
     RecordNotObject { index: u64, found: String },
     #[error("record {index} is not valid JSON: {reason}")]
     InvalidRecord { index: u64, reason: String },
-    #[error("invalid JSON at byte {offset}: {reason}")]
-    Syntax { offset: u64, reason: String },
-    #[error("truncated JSON: the file ends at byte {offset} inside {inside}")]
-    Truncated { offset: u64, inside: &'static str },
-    #[error("unexpected data after the end of the JSON object at byte {offset}")]
-    TrailingData { offset: u64 },
-}
-
-/// The source with its first (peeked) bytes put back in front.
-type Peeked<R> = io::Chain<io::Take<io::Cursor<[u8; 2]>>, R>;
-
-/// The decoded byte stream of one delivery file, gzip or plain.
-pub struct Decoded<R: Read> {
-    inner: DecodedInner<R>,
-}
-
-enum DecodedInner<R: Read> {
-    Gzip(Box<Gunzip<Reuse<Peeked<R>>>>),
-    Plain(Peeked<R>),
-}
-
-impl<R: Read> Decoded<R> {
-    /// Whether the source started with the gzip magic bytes.
-    pub fn is_gzip(&self) -> bool {
-        matches!(self.inner, DecodedInner::Gzip(_))
-    }
-}
-
-impl<R: Read> Read for Decoded<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &mut self.inner {
-            DecodedInner::Gzip(d) => d.read(buf),
-            DecodedInner::Plain(r) => r.read(buf),
-        }
-    }
+    #[error("invalid JSON: {0}")]
+    Syntax(String),
+    #[error("truncated JSON: {0}")]
+    Truncated(String),
+    #[error("unexpected data after the end of the JSON object: {0}")]
+    TrailingData(String),
 }
 
 /// True when `bytes` starts with the gzip magic number.
@@ -92,18 +65,225 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
 }
 
-/// Wraps a source in a (multi-member) gzip decoder when its first two bytes are the
-/// gzip magic; otherwise passes it through as plain bytes.
-pub fn decode<R: Read>(source: R) -> io::Result<Decoded<R>> {
-    decode_with(source, Vec::new(), None)
+/// Reads delivery files one after another, reusing its buffers from one to the next.
+#[derive(Debug, Default)]
+pub struct RecordReader {
+    /// The decoded bytes of a file (its first [`WHOLE_FILE_BYTES`] when larger).
+    decoded: Vec<u8>,
+    /// A record being compacted.
+    line: Vec<u8>,
 }
 
-/// [`decode`], with a buffer to reuse for the compressed input and an inflate state.
-fn decode_with<R: Read>(
-    mut source: R,
-    input_buf: Vec<u8>,
-    inflate: Option<Decompress>,
-) -> io::Result<Decoded<R>> {
+/// The stream of one file: gzip-decoded or plain, with the peeked bytes put back.
+type Source<'r> = Box<dyn Read + 'r>;
+
+impl RecordReader {
+    /// Reads `source` (gzip or plain) and calls `each` with every record, in order.
+    /// `each` returns `false` to stop reading; `Ok(false)` then says the file was not
+    /// read to the end. Returns the number of records on success.
+    pub fn read<'r, R: Read + 'r>(
+        &mut self,
+        source: R,
+        each: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<Option<u64>, RecordsError> {
+        let (gzip, mut decoded) = open(source).map_err(RecordsError::Io)?;
+        let io_err = |e: io::Error| {
+            if gzip {
+                RecordsError::Gzip(e)
+            } else {
+                RecordsError::Io(e)
+            }
+        };
+        self.decoded.clear();
+        (&mut decoded)
+            .take(WHOLE_FILE_BYTES as u64 + 1)
+            .read_to_end(&mut self.decoded)
+            .map_err(io_err)?;
+        check_start(&self.decoded)?;
+        let mut state = State {
+            each,
+            line: &mut self.line,
+            index: 0,
+            in_records: false,
+            seen_records: false,
+            failure: None,
+            stopped: false,
+        };
+        let result = if self.decoded.len() <= WHOLE_FILE_BYTES {
+            let mut de = serde_json::Deserializer::from_slice(&self.decoded);
+            parse::<&RawValue, _>(&mut de, &mut state)
+        } else {
+            let head = Cursor::new(&self.decoded[..]);
+            let rest = BufReader::with_capacity(BUF_SIZE, head.chain(&mut decoded));
+            let mut de = serde_json::Deserializer::from_reader(rest);
+            let result = parse::<Box<RawValue>, _>(&mut de, &mut state);
+            // A JSON error in a gzip stream may really be a damaged stream whose garbage
+            // decoded before its checksum was reached: the gzip error is the cause.
+            if gzip && result.as_ref().is_err_and(|e| !e.is_io()) && !state.stopped {
+                drop(de);
+                if let Err(e) = io::copy(&mut decoded, &mut io::sink()) {
+                    return Err(RecordsError::Gzip(e));
+                }
+            }
+            result
+        };
+        match result {
+            Ok(()) => Ok(Some(state.index)),
+            Err(_) if state.stopped => Ok(None),
+            Err(e) => Err(state.failure.take().unwrap_or_else(|| {
+                if e.is_io() {
+                    io_err(io::Error::other(e))
+                } else if e.is_eof() {
+                    RecordsError::Truncated(e.to_string())
+                } else if state.in_records {
+                    RecordsError::InvalidRecord {
+                        index: state.index,
+                        reason: e.to_string(),
+                    }
+                } else {
+                    RecordsError::Syntax(e.to_string())
+                }
+            })),
+        }
+    }
+
+    /// Every record of `bytes` as an owned line (tests and tools).
+    pub fn all(bytes: &[u8]) -> Result<Vec<Vec<u8>>, RecordsError> {
+        let mut out = Vec::new();
+        RecordReader::default().read(bytes, &mut |r| {
+            out.push(r.to_vec());
+            true
+        })?;
+        Ok(out)
+    }
+}
+
+/// One delivery file to read: its key, its size in the listing, and its body.
+pub struct SourceFile<R> {
+    pub key: String,
+    pub size: u64,
+    pub body: R,
+}
+
+/// Where the records stage puts what it reads.
+pub trait RecordSink {
+    /// One record, without its newline; `false` stops the stage (the next one has gone).
+    fn record(&mut self, record: &[u8]) -> bool;
+    /// A file was read to its end, holding `records` records.
+    fn file_done(&mut self, _key: &str, _records: u64) {}
+}
+
+/// Totals of the records stage.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadStats {
+    pub files: u64,
+    pub records: u64,
+    /// Bytes of the source objects as stored (mostly gzip).
+    pub bytes_read: u64,
+}
+
+/// Why a file of the day could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Its content is not a CloudTrail delivery file.
+    #[error("{key}: {source}")]
+    Records {
+        key: String,
+        #[source]
+        source: RecordsError,
+    },
+    /// Its body could not be read (a lost connection, a timeout).
+    #[error("{key}: {source}")]
+    Read {
+        key: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Its body was not as long as the listing said (it changed since).
+    #[error("{key}: read {read} bytes, but the listing said {listed}")]
+    Size { key: String, read: u64, listed: u64 },
+}
+
+/// The records stage: reads `files` in order and hands every record to `sink`.
+/// `Ok(None)` when the sink stopped it.
+pub fn read_files<R: Read>(
+    files: impl IntoIterator<Item = SourceFile<R>>,
+    sink: &mut impl RecordSink,
+) -> Result<Option<ReadStats>, FileError> {
+    let mut reader = RecordReader::default();
+    let mut stats = ReadStats::default();
+    for file in files {
+        let mut body = Counting {
+            inner: file.body,
+            count: 0,
+            failure: None,
+        };
+        let read = reader.read(&mut body, &mut |r| sink.record(r));
+        let records = match (read, body.failure.take()) {
+            (Ok(Some(n)), _) => n,
+            (Ok(None), _) => return Ok(None),
+            // The body's own read failed (connection lost, timeout): not the content.
+            (Err(_), Some(source)) => {
+                return Err(FileError::Read {
+                    key: file.key,
+                    source,
+                })
+            }
+            (Err(source), None) => {
+                return Err(FileError::Records {
+                    key: file.key,
+                    source,
+                })
+            }
+        };
+        if body.count != file.size {
+            let (read, listed) = (body.count, file.size);
+            return Err(FileError::Size {
+                key: file.key,
+                read,
+                listed,
+            });
+        }
+        stats.files += 1;
+        stats.records += records;
+        stats.bytes_read += body.count;
+        sink.file_done(&file.key, records);
+    }
+    Ok(Some(stats))
+}
+
+/// Counts the bytes read through it, and keeps the first error of the source itself,
+/// so that a lost connection is reported as a failed read, not as whatever the gzip
+/// decoder made of it.
+struct Counting<R> {
+    inner: R,
+    count: u64,
+    failure: Option<io::Error>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.count += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() == io::ErrorKind::Interrupted || self.failure.is_some() {
+                    return Err(e);
+                }
+                // The reader sees a stand-in; the error itself is reported.
+                let stand_in = io::Error::new(e.kind(), "the source's read failed");
+                self.failure = Some(e);
+                Err(stand_in)
+            }
+        }
+    }
+}
+
+/// Peeks at the first two bytes of `source` and wraps it in a gzip decoder when they
+/// are the gzip magic.
+fn open<'r, R: Read + 'r>(mut source: R) -> io::Result<(bool, Source<'r>)> {
     let mut head = [0u8; 2];
     let mut n = 0;
     while n < head.len() {
@@ -114,528 +294,174 @@ fn decode_with<R: Read>(
             Err(e) => return Err(e),
         }
     }
-    let gzip = is_gzip(&head[..n]);
-    let peeked = io::Cursor::new(head).take(n as u64).chain(source);
-    let inner = if gzip {
-        DecodedInner::Gzip(Box::new(Gunzip::new(
-            Reuse::new(peeked, input_buf),
-            inflate,
-        )))
+    let peeked = Cursor::new(head).take(n as u64).chain(source);
+    if is_gzip(&head[..n]) {
+        let buffered = BufReader::with_capacity(BUF_SIZE, peeked);
+        Ok((true, Box::new(MultiGzDecoder::new(buffered))))
     } else {
-        DecodedInner::Plain(peeked)
-    };
-    Ok(Decoded { inner })
-}
-
-/// Opens a delivery file held in memory (gzip or plain) as a record reader.
-pub fn open_slice(bytes: &[u8]) -> RecordReader<Decoded<&[u8]>> {
-    open_slice_with(bytes, Buffers::default())
-}
-
-/// [`open_slice`], reusing the buffers of an earlier reader ([`RecordReader::into_buffers`]).
-pub fn open_slice_with(bytes: &[u8], bufs: Buffers) -> RecordReader<Decoded<&[u8]>> {
-    // Reading the first two bytes of a slice cannot fail.
-    open_with(bytes, bufs).expect("reading a slice cannot fail")
-}
-
-/// Opens any byte source (gzip or plain) as a record reader. Fails only if the first
-/// read of the source fails.
-pub fn open<R: Read>(source: R) -> io::Result<RecordReader<Decoded<R>>> {
-    open_with(source, Buffers::default())
-}
-
-/// [`open`], reusing the buffers of an earlier reader.
-pub fn open_with<R: Read>(source: R, bufs: Buffers) -> io::Result<RecordReader<Decoded<R>>> {
-    let decoded = decode_with(source, bufs.input, bufs.inflate)?;
-    Ok(RecordReader::new(decoded, bufs.decoded, bufs.record))
-}
-
-/// The buffers of a record reader and its inflate state, to hand to the next one:
-/// reading many small files then costs no allocation per file for them.
-#[derive(Debug, Default)]
-pub struct Buffers {
-    input: Vec<u8>,
-    decoded: Vec<u8>,
-    record: Vec<u8>,
-    inflate: Option<Decompress>,
-}
-
-/// A buffered reader whose buffer is handed in and can be taken back.
-struct Reuse<R> {
-    inner: R,
-    buf: Vec<u8>,
-    pos: usize,
-    filled: usize,
-}
-
-impl<R: Read> Reuse<R> {
-    fn new(inner: R, mut buf: Vec<u8>) -> Self {
-        if buf.len() < BUF_SIZE {
-            buf.resize(BUF_SIZE, 0);
-        }
-        Reuse {
-            inner,
-            buf,
-            pos: 0,
-            filled: 0,
-        }
-    }
-
-    fn into_parts(self) -> (R, Vec<u8>) {
-        (self.inner, self.buf)
-    }
-
-    fn buffer(&self) -> &[u8] {
-        &self.buf[self.pos..self.filled]
+        Ok((false, Box::new(peeked)))
     }
 }
 
-impl<R: Read> Read for Reuse<R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.pos == self.filled && out.len() >= self.buf.len() {
-            return self.inner.read(out);
-        }
-        let n = {
-            let avail = self.fill_buf()?;
-            let n = avail.len().min(out.len());
-            out[..n].copy_from_slice(&avail[..n]);
-            n
-        };
-        self.consume(n);
-        Ok(n)
+/// The errors serde_json would word less plainly: an empty file, one that is not an
+/// object.
+fn check_start(head: &[u8]) -> Result<(), RecordsError> {
+    match head.iter().find(|b| !is_ws(**b)) {
+        None if head.is_empty() => Err(RecordsError::Empty),
+        None => Err(RecordsError::Truncated(
+            "the file holds only whitespace".into(),
+        )),
+        Some(b'{') => Ok(()),
+        Some(&b) => Err(RecordsError::NotAnObject {
+            found: describe_byte(b),
+        }),
     }
 }
 
-impl<R: Read> BufRead for Reuse<R> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if self.pos >= self.filled {
-            self.filled = self.inner.read(&mut self.buf)?;
-            self.pos = 0;
-        }
-        Ok(&self.buf[self.pos..self.filled])
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.pos = (self.pos + n).min(self.filled);
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Start,
-    FirstMember,
-    NextMember,
-    FirstElement,
-    NextElement,
-    End,
-    Done,
-}
-
-/// A streaming reader of the `Records` array of one delivery file.
-///
-/// Use [`RecordReader::next_record`] to borrow each record in turn without
-/// allocating, or iterate to get owned `Vec<u8>` records.
-pub struct RecordReader<R: Read> {
-    reader: Reuse<R>,
-    gzip: bool,
-    state: State,
-    offset: u64,
+/// What the parse of one file keeps between the visitor's calls.
+struct State<'s> {
+    each: &'s mut dyn FnMut(&[u8]) -> bool,
+    line: &'s mut Vec<u8>,
+    /// Records handed out so far.
     index: u64,
+    in_records: bool,
     seen_records: bool,
-    record: Vec<u8>,
-    scratch: Vec<u8>,
-    scanner: scan::Scanner,
+    /// The error to report, when the visitor failed for a reason of its own.
+    failure: Option<RecordsError>,
+    /// `each` asked to stop.
+    stopped: bool,
 }
 
-impl<R: Read> fmt::Debug for RecordReader<R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RecordReader")
-            .field("state", &self.state)
-            .field("offset", &self.offset)
-            .field("index", &self.index)
-            .finish()
+impl State<'_> {
+    fn fail<E: de::Error>(&mut self, failure: RecordsError) -> E {
+        let text = failure.to_string();
+        self.failure = Some(failure);
+        E::custom(text)
     }
-}
 
-impl<R: Read> RecordReader<Decoded<R>> {
-    fn new(decoded: Decoded<R>, buf: Vec<u8>, mut record: Vec<u8>) -> Self {
-        let gzip = decoded.is_gzip();
-        record.clear();
-        RecordReader {
-            reader: Reuse::new(decoded, buf),
-            gzip,
-            state: State::Start,
-            offset: 0,
-            index: 0,
-            seen_records: false,
-            record,
-            scratch: Vec::new(),
-            scanner: scan::Scanner::default(),
+    fn record<E: de::Error>(&mut self, raw: &str) -> Result<(), E> {
+        let bytes = raw.as_bytes();
+        if bytes.first() != Some(&b'{') {
+            let found = describe_byte(bytes.first().copied().unwrap_or(b' '));
+            return Err(self.fail(RecordsError::RecordNotObject {
+                index: self.index,
+                found,
+            }));
         }
-    }
-
-    /// Gives back the buffers for the next file's reader.
-    pub fn into_buffers(self) -> Buffers {
-        let (decoded, buf) = self.reader.into_parts();
-        let (input, inflate) = match decoded.inner {
-            DecodedInner::Gzip(d) => {
-                let (input, inflate) = d.into_parts();
-                (input.into_parts().1, Some(inflate))
-            }
-            DecodedInner::Plain(_) => (Vec::new(), None),
-        };
-        Buffers {
-            input,
-            decoded: buf,
-            record: self.record,
-            inflate,
-        }
-    }
-}
-
-impl<R: Read> RecordReader<R> {
-    /// Number of records handed out so far.
-    pub fn records_read(&self) -> u64 {
-        self.index
-    }
-
-    /// Number of decoded bytes consumed so far.
-    pub fn bytes_decoded(&self) -> u64 {
-        self.offset
-    }
-
-    fn io_err(&self, e: io::Error) -> RecordsError {
-        if self.gzip {
-            RecordsError::Gzip(e)
+        let go_on = if bytes.contains(&b'\n') || bytes.contains(&b'\r') {
+            self.line.clear();
+            self.line.extend_from_slice(bytes);
+            minify_in_place(self.line);
+            (self.each)(self.line)
         } else {
-            RecordsError::Io(e)
+            (self.each)(bytes)
+        };
+        self.index += 1;
+        if go_on {
+            Ok(())
+        } else {
+            self.stopped = true;
+            Err(E::custom("stopped"))
         }
     }
+}
 
-    fn fill(&mut self) -> Result<&[u8], RecordsError> {
-        loop {
-            match self.reader.fill_buf() {
-                Ok(_) => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.io_err(e)),
-            }
-        }
-        Ok(self.reader.buffer())
+/// A record as serde_json hands it out: borrowed from a slice, or owned when read
+/// from a stream.
+trait Raw<'de>: serde::Deserialize<'de> {
+    fn text(&self) -> &str;
+}
+
+impl<'de> Raw<'de> for &'de RawValue {
+    fn text(&self) -> &str {
+        self.get()
+    }
+}
+
+impl<'de> Raw<'de> for Box<RawValue> {
+    fn text(&self) -> &str {
+        self.get()
+    }
+}
+
+/// Parses a whole document from `de`, handing out the records through `state`.
+fn parse<'de, T: Raw<'de>, R: serde_json::de::Read<'de>>(
+    de: &mut serde_json::Deserializer<R>,
+    state: &mut State<'_>,
+) -> Result<(), serde_json::Error> {
+    de.deserialize_map(FileVisitor::<T> {
+        state: &mut *state,
+        raw: std::marker::PhantomData,
+    })?;
+    de.end().map_err(|e| {
+        let failure = RecordsError::TrailingData(e.to_string());
+        state.fail::<serde_json::Error>(failure)
+    })
+}
+
+/// The top-level object: `Records` and keys beside it.
+struct FileVisitor<'a, 's, T> {
+    state: &'a mut State<'s>,
+    raw: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: Raw<'de>> Visitor<'de> for FileVisitor<'_, '_, T> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object with a Records array")
     }
 
-    fn consume(&mut self, n: usize) {
-        self.reader.consume(n);
-        self.offset += n as u64;
-    }
-
-    /// Skips whitespace and returns the next byte without consuming it.
-    fn peek_non_ws(&mut self) -> Result<Option<u8>, RecordsError> {
-        loop {
-            let buf = self.fill()?;
-            if buf.is_empty() {
-                return Ok(None);
-            }
-            match buf.iter().position(|b| !is_ws(*b)) {
-                Some(i) => {
-                    let b = buf[i];
-                    self.consume(i);
-                    return Ok(Some(b));
-                }
-                None => {
-                    let n = buf.len();
-                    self.consume(n);
-                }
-            }
-        }
-    }
-
-    fn require(&mut self, inside: &'static str) -> Result<u8, RecordsError> {
-        match self.peek_non_ws()? {
-            Some(b) => Ok(b),
-            None => Err(RecordsError::Truncated {
-                offset: self.offset,
-                inside,
-            }),
-        }
-    }
-
-    fn syntax(&self, reason: impl Into<String>) -> RecordsError {
-        RecordsError::Syntax {
-            offset: self.offset,
-            reason: reason.into(),
-        }
-    }
-
-    /// Copies one complete JSON value (any type) into `out`, starting at the next byte,
-    /// which the caller has already found with [`Self::require`], and checks its syntax
-    /// on the way ([`scan::Scanner`]). `invalid` turns a syntax error at a byte offset
-    /// within the value into the error to report. Afterwards
-    /// `self.scanner.line_breaks()` tells whether the value holds raw line breaks
-    /// between its tokens.
-    fn scan_value(
-        &mut self,
-        out: &mut Vec<u8>,
-        invalid: impl Fn(u64, String) -> RecordsError,
-    ) -> Result<(), RecordsError> {
-        out.clear();
-        self.scanner.start();
-        loop {
-            let buf = self.reader.buffer();
-            if buf.is_empty() {
-                self.fill()?;
-                if self.reader.buffer().is_empty() {
-                    return self
-                        .scanner
-                        .at_eof()
-                        .map_err(|inside| RecordsError::Truncated {
-                            offset: self.offset,
-                            inside,
-                        });
-                }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "Records" {
+                map.next_value::<IgnoredAny>()?;
                 continue;
             }
-            match self.scanner.feed(buf) {
-                scan::Step::More => {
-                    let n = buf.len();
-                    out.extend_from_slice(buf);
-                    self.consume(n);
-                }
-                scan::Step::Done(n) => {
-                    out.extend_from_slice(&buf[..n]);
-                    self.consume(n);
-                    return Ok(());
-                }
-                scan::Step::Invalid { at, reason } => {
-                    return Err(invalid(out.len() as u64 + at as u64, reason));
-                }
+            if self.state.seen_records {
+                return Err(self.state.fail(RecordsError::DuplicateRecords));
             }
+            self.state.seen_records = true;
+            self.state.in_records = true;
+            map.next_value_seed(RecordsSeed::<T> {
+                state: &mut *self.state,
+                raw: std::marker::PhantomData,
+            })?;
+            self.state.in_records = false;
         }
-    }
-
-    fn expect_byte(&mut self, want: u8, inside: &'static str) -> Result<(), RecordsError> {
-        let b = self.require(inside)?;
-        if b != want {
-            return Err(self.syntax(format!(
-                "expected '{}', found {}",
-                want as char,
-                describe_byte(b)
-            )));
-        }
-        self.consume(1);
-        Ok(())
-    }
-
-    /// Between the members of an object or the elements of an array: consumes `close`
-    /// and returns `true` at the end, otherwise consumes the `,` that must separate this
-    /// item from the previous one (none before the first) and returns `false`.
-    fn closed_or_separated(
-        &mut self,
-        close: u8,
-        first: bool,
-        inside: &'static str,
-    ) -> Result<bool, RecordsError> {
-        let b = self.require(inside)?;
-        if b == close {
-            self.consume(1);
-            return Ok(true);
-        }
-        if !first {
-            if b != b',' {
-                return Err(self.syntax(format!(
-                    "expected ',' or '{}' in {inside}, found {}",
-                    close as char,
-                    describe_byte(b)
-                )));
-            }
-            self.consume(1);
-        }
-        Ok(false)
-    }
-
-    /// Reads `"key":` and returns the decoded key.
-    fn read_key(&mut self) -> Result<String, RecordsError> {
-        let b = self.require("the top-level object")?;
-        if b != b'"' {
-            return Err(self.syntax(format!(
-                "expected an object key, found {}",
-                describe_byte(b)
-            )));
-        }
-        let mut raw = std::mem::take(&mut self.scratch);
-        let offset = self.offset;
-        let scanned = self.scan_value(&mut raw, |at, reason| RecordsError::Syntax {
-            offset: offset + at,
-            reason: format!("invalid object key: {reason}"),
-        });
-        let key = scanned.and_then(|()| {
-            serde_json::from_slice::<String>(&raw).map_err(|e| RecordsError::Syntax {
-                offset,
-                reason: format!("invalid object key: {e}"),
-            })
-        });
-        raw.clear();
-        self.scratch = raw;
-        let key = key?;
-        self.expect_byte(b':', "the top-level object")?;
-        Ok(key)
-    }
-
-    /// Reads and validates a value beside `Records`, and discards it.
-    fn skip_member_value(&mut self) -> Result<(), RecordsError> {
-        self.require("the top-level object")?;
-        let offset = self.offset;
-        let mut raw = std::mem::take(&mut self.scratch);
-        let res = self.scan_value(&mut raw, |at, reason| RecordsError::Syntax {
-            offset: offset + at,
-            reason,
-        });
-        let res = res.and_then(|()| {
-            check_utf8(&raw).map_err(|reason| RecordsError::Syntax { offset, reason })
-        });
-        raw.clear();
-        self.scratch = raw;
-        res
-    }
-
-    /// Scans the next array element into `self.record` and checks it.
-    fn read_element(&mut self) -> Result<(), RecordsError> {
-        let index = self.index;
-        let first = self.require("the Records array")?;
-        if first != b'{' {
-            return Err(RecordsError::RecordNotObject {
-                index,
-                found: describe_byte(first),
-            });
-        }
-        let mut rec = std::mem::take(&mut self.record);
-        let res = self.scan_value(&mut rec, |at, reason| RecordsError::InvalidRecord {
-            index,
-            reason: format!("{reason} at byte {at} of the record"),
-        });
-        self.record = rec;
-        res?;
-        check_utf8(&self.record).map_err(|reason| RecordsError::InvalidRecord { index, reason })?;
-        if self.scanner.line_breaks() {
-            // Raw line breaks can only be whitespace between tokens here: the scanner
-            // rejects raw control characters inside strings.
-            minify_in_place(&mut self.record);
+        if !self.state.seen_records {
+            return Err(self.state.fail(RecordsError::MissingRecords));
         }
         Ok(())
-    }
-
-    /// The next record as a borrowed slice, `None` after the last one.
-    pub fn next_record(&mut self) -> Result<Option<&[u8]>, RecordsError> {
-        match self.advance() {
-            Ok(true) => Ok(Some(&self.record)),
-            Ok(false) => Ok(None),
-            Err(e) => Err(self.explain(e)),
-        }
-    }
-
-    /// A JSON error in a gzip source may really be a damaged stream whose garbage
-    /// decoded before the checksum was reached: drain the rest and report the gzip
-    /// error if there is one.
-    fn explain(&mut self, e: RecordsError) -> RecordsError {
-        self.state = State::Done;
-        if !self.gzip || matches!(e, RecordsError::Gzip(_) | RecordsError::Io(_)) {
-            return e;
-        }
-        match io::copy(&mut self.reader, &mut io::sink()) {
-            Err(gz) => RecordsError::Gzip(gz),
-            Ok(_) => e,
-        }
-    }
-
-    /// Moves to the next record; `true` when `self.record` holds one.
-    fn advance(&mut self) -> Result<bool, RecordsError> {
-        loop {
-            match self.state {
-                State::Start => {
-                    let b = match self.peek_non_ws()? {
-                        Some(b) => b,
-                        None if self.offset == 0 => return Err(RecordsError::Empty),
-                        None => {
-                            return Err(RecordsError::Truncated {
-                                offset: self.offset,
-                                inside: "leading whitespace",
-                            })
-                        }
-                    };
-                    if b != b'{' {
-                        return Err(RecordsError::NotAnObject {
-                            found: describe_byte(b),
-                            offset: self.offset,
-                        });
-                    }
-                    self.consume(1);
-                    self.state = State::FirstMember;
-                }
-                State::FirstMember | State::NextMember => {
-                    let first = self.state == State::FirstMember;
-                    if self.closed_or_separated(b'}', first, "the top-level object")? {
-                        self.state = State::End;
-                        continue;
-                    }
-                    let key = self.read_key()?;
-                    if key == "Records" {
-                        if self.seen_records {
-                            return Err(RecordsError::DuplicateRecords);
-                        }
-                        self.seen_records = true;
-                        let b = self.require("the Records array")?;
-                        if b != b'[' {
-                            return Err(RecordsError::RecordsNotArray {
-                                found: describe_byte(b),
-                                offset: self.offset,
-                            });
-                        }
-                        self.consume(1);
-                        self.state = State::FirstElement;
-                    } else {
-                        self.skip_member_value()?;
-                        self.state = State::NextMember;
-                    }
-                }
-                State::FirstElement | State::NextElement => {
-                    let first = self.state == State::FirstElement;
-                    if self.closed_or_separated(b']', first, "the Records array")? {
-                        self.state = State::NextMember;
-                        continue;
-                    }
-                    self.read_element()?;
-                    self.index += 1;
-                    self.state = State::NextElement;
-                    return Ok(true);
-                }
-                State::End => {
-                    if let Some(_b) = self.peek_non_ws()? {
-                        return Err(RecordsError::TrailingData {
-                            offset: self.offset,
-                        });
-                    }
-                    if !self.seen_records {
-                        return Err(RecordsError::MissingRecords);
-                    }
-                    self.state = State::Done;
-                }
-                State::Done => return Ok(false),
-            }
-        }
     }
 }
 
-impl<R: Read> Iterator for RecordReader<R> {
-    type Item = Result<Vec<u8>, RecordsError>;
+/// The `Records` array.
+struct RecordsSeed<'a, 's, T> {
+    state: &'a mut State<'s>,
+    raw: std::marker::PhantomData<T>,
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
-        match self.next_record() {
-            Ok(Some(r)) => Some(Ok(r.to_vec())),
-            Ok(None) => None,
-            Err(e) => {
-                self.state = State::Done;
-                Some(Err(e))
-            }
+impl<'de, T: Raw<'de>> DeserializeSeed<'de> for RecordsSeed<'_, '_, T> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Raw<'de>> Visitor<'de> for RecordsSeed<'_, '_, T> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("Records to be an array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(raw) = seq.next_element::<T>()? {
+            self.state.record(raw.text())?;
         }
+        Ok(())
     }
 }
 
@@ -649,12 +475,6 @@ fn describe_byte(b: u8) -> String {
     } else {
         format!("byte 0x{b:02x}")
     }
-}
-
-/// Checks that a scanned value is UTF-8 (its syntax was checked while scanning).
-fn check_utf8(raw: &[u8]) -> Result<(), String> {
-    std::str::from_utf8(raw).map_err(|e| format!("invalid UTF-8: {e}"))?;
-    Ok(())
 }
 
 /// Removes insignificant whitespace outside strings, leaving every other byte as it is.
@@ -717,7 +537,21 @@ mod tests {
     }
 
     fn all(bytes: &[u8]) -> Result<Vec<Vec<u8>>, RecordsError> {
-        open_slice(bytes).collect()
+        RecordReader::all(bytes)
+    }
+
+    /// The records of `bytes` read as a stream: a file larger than `WHOLE_FILE_BYTES`
+    /// made of `bytes` and padding whitespace before its end, so that the streaming
+    /// parser is the one that reads it.
+    fn streamed(bytes: &[u8]) -> Result<Vec<Vec<u8>>, RecordsError> {
+        let json = if is_gzip(bytes) {
+            gunzip(bytes)
+        } else {
+            bytes.to_vec()
+        };
+        let mut padded = vec![b' '; WHOLE_FILE_BYTES + 1];
+        padded.splice(0..0, json);
+        all(&padded)
     }
 
     /// The records as serde_json sees them (values, for comparison).
@@ -739,23 +573,25 @@ mod tests {
         }
     }
 
-    /// A compact gzip delivery gives its records as the exact source bytes.
+    /// A compact gzip delivery gives its records as the exact source bytes, from
+    /// memory and streamed alike.
     #[test]
     fn compact_gzip_records_are_byte_exact() {
         let json = gunzip(COMPACT_GZ);
         let recs = all(COMPACT_GZ).unwrap();
         assert_eq!(recs.len(), 6);
-        let want: Vec<Box<serde_json::value::RawValue>> = {
+        let want: Vec<Box<RawValue>> = {
             #[derive(serde::Deserialize)]
             struct F {
                 #[serde(rename = "Records")]
-                records: Vec<Box<serde_json::value::RawValue>>,
+                records: Vec<Box<RawValue>>,
             }
             serde_json::from_slice::<F>(&json).unwrap().records
         };
         for (got, want) in recs.iter().zip(&want) {
             assert_eq!(got.as_slice(), want.get().as_bytes());
         }
+        assert_eq!(streamed(COMPACT_GZ).unwrap(), recs);
     }
 
     /// Gzip is recognised by magic bytes: the same bytes plain or gzip give the same records.
@@ -793,6 +629,7 @@ mod tests {
                 let v: Value = serde_json::from_slice(got).unwrap();
                 assert_eq!(&v, want);
             }
+            assert_eq!(streamed(&src).unwrap(), recs);
         }
     }
 
@@ -817,6 +654,7 @@ mod tests {
         assert_eq!(recs, vec![rec.as_bytes().to_vec(), rec.as_bytes().to_vec()]);
         let gz = gzip(src.as_bytes());
         assert_eq!(all(&gz).unwrap(), recs);
+        assert_eq!(streamed(&gz).unwrap(), recs);
     }
 
     /// One byte per read gives the same records (escapes and strings split across reads).
@@ -826,17 +664,19 @@ mod tests {
         let src = format!(
             "  {{\"k\":{{\"Records\":1}}, \"Records\" : [ {rec} , {rec} ] , \"z\": [\"]\"] }} \n"
         );
-        let got: Vec<Vec<u8>> = open(OneByte(src.as_bytes()))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let read = |bytes: &[u8]| {
+            let mut got = Vec::new();
+            RecordReader::default()
+                .read(OneByte(bytes), &mut |r| {
+                    got.push(r.to_vec());
+                    true
+                })
+                .unwrap();
+            got
+        };
+        let got = read(src.as_bytes());
         assert_eq!(got, vec![rec.as_bytes().to_vec(), rec.as_bytes().to_vec()]);
-        let gz = gzip(src.as_bytes());
-        let got2: Vec<Vec<u8>> = open(OneByte(&gz))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(got2, got);
+        assert_eq!(read(&gzip(src.as_bytes())), got);
     }
 
     /// Unknown keys beside Records are ignored; an empty Records array is a valid file.
@@ -857,7 +697,8 @@ mod tests {
         }
     }
 
-    /// Every malformed shape is an error that says what is wrong.
+    /// Every malformed shape is an error that says what is wrong, from memory and
+    /// streamed alike.
     #[test]
     fn bad_inputs_are_named_errors() {
         let truncated = &gunzip(COMPACT_GZ)[..500];
@@ -876,13 +717,13 @@ mod tests {
                 b"{\"awsAccountId\":\"123456789012\",\"digestStartTime\":\"2024-01-01T00:00:00Z\",\"logFiles\":[]}",
                 "no Records array",
             ),
-            (b"{\"Records\":{}}", "Records is not an array"),
+            (b"{\"Records\":{}}", "expected Records to be an array"),
             (b"{\"Records\":[],\"Records\":[]}", "more than one Records"),
             (b"{\"Records\":[1]}", "record 0 is not a JSON object"),
             (b"{\"Records\":[{\"a\":1},\"x\"]}", "record 1 is not a JSON object"),
             (b"{\"Records\":[{\"a\":tru}]}", "record 0 is not valid JSON"),
-            (b"{\"Records\":[{\"a\":\"\xff\"}]}", "invalid UTF-8"),
-            (b"{\"Records\":[{\"a\":1} {\"b\":2}]}", "expected ',' or ']'"),
+            (b"{\"Records\":[{\"a\":\"\xff\"}]}", "record 0 is not valid JSON"),
+            (b"{\"Records\":[{\"a\":1} {\"b\":2}]}", "expected `,` or `]`"),
             (b"{\"Records\":[]} x", "unexpected data after the end"),
             (b"{\"Records\":[]}{\"Records\":[]}", "unexpected data after the end"),
             (b"{\"Records\":[], \"x\": nul}", "invalid JSON"),
@@ -899,16 +740,22 @@ mod tests {
                 "{:?}: {e:?} should contain {want:?}",
                 String::from_utf8_lossy(&input[..input.len().min(40)])
             );
+            // The streaming parser says the same (whitespace-only and empty files
+            // aside: padding makes them other files).
+            if !input.iter().all(|b| is_ws(*b)) && !is_gzip(input) && !want.contains("after") {
+                let s = streamed(input).unwrap_err().to_string();
+                assert!(s.contains(want), "streamed {s:?} should contain {want:?}");
+            }
         }
     }
 
-    /// Buffers handed from one reader to the next change nothing, across gzip and plain
-    /// files, small and large records.
+    /// Buffers reused from one file to the next change nothing, across gzip and plain
+    /// files, small and large ones.
     #[test]
-    fn recycled_buffers_read_the_same() {
+    fn reused_reader_reads_the_same() {
         let big = format!(
             "{{\"Records\":[{{\"b\":\"{}\"}},{{\"c\":1}}]}}",
-            "x".repeat(300_000)
+            "x".repeat(WHOLE_FILE_BYTES + 10)
         );
         let files: Vec<Vec<u8>> = vec![
             COMPACT_GZ.to_vec(),
@@ -920,29 +767,98 @@ mod tests {
             b"{\"Records\":[]}".to_vec(),
             COMPACT_GZ.to_vec(),
         ];
-        let mut bufs = Buffers::default();
+        let mut reader = RecordReader::default();
         for f in &files {
-            let mut r = open_slice_with(f, std::mem::take(&mut bufs));
             let mut got = Vec::new();
-            while let Some(rec) = r.next_record().unwrap() {
-                got.push(rec.to_vec());
-            }
-            bufs = r.into_buffers();
+            reader
+                .read(&f[..], &mut |r| {
+                    got.push(r.to_vec());
+                    true
+                })
+                .unwrap();
             assert_eq!(got, all(f).unwrap());
         }
-        assert!(bufs.decoded.len() >= BUF_SIZE && bufs.input.len() >= BUF_SIZE);
     }
 
-    /// Records are handed out one at a time: a file can be consumed before it is all read.
+    /// A source that breaks off mid-file (a lost connection), read by the records stage:
+    /// a failed read of that file, naming the source's own error, not a "corrupt gzip".
+    #[test]
+    fn a_broken_source_is_a_read_error() {
+        struct Broken<'a>(&'a [u8]);
+        impl Read for Broken<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "connection reset by peer",
+                    ));
+                }
+                let n = self.0.len().min(buf.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        struct Count(u64);
+        impl RecordSink for Count {
+            fn record(&mut self, _: &[u8]) -> bool {
+                self.0 += 1;
+                true
+            }
+        }
+        fn file<R: Read>(body: R, size: usize) -> SourceFile<R> {
+            SourceFile {
+                key: "AWSLogs/111111111111/CloudTrail/us-east-1/2024/02/12/f.json.gz".into(),
+                size: size as u64,
+                body,
+            }
+        }
+        let whole = gzip(&gunzip(COMPACT_GZ));
+        let half = Broken(&whole[..whole.len() / 2]);
+        match read_files([file(half, whole.len())], &mut Count(0)) {
+            Err(FileError::Read { key, source }) => {
+                assert!(key.ends_with("/f.json.gz"));
+                assert_eq!(source.to_string(), "connection reset by peer");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Read whole, but shorter than listed: the object changed since the listing.
+        let mut count = Count(0);
+        let err = read_files([file(&whole[..], whole.len() + 1)], &mut count).unwrap_err();
+        assert!(err.to_string().contains("but the listing said"), "{err}");
+        // And whole: the totals.
+        let stats = read_files([file(&whole[..], whole.len())], &mut count)
+            .unwrap()
+            .unwrap();
+        assert_eq!((stats.files, stats.records), (1, 6));
+        assert_eq!(stats.bytes_read, whole.len() as u64);
+    }
+
+    /// Records are handed out one at a time: a streamed file's first record comes out
+    /// before the rest is read, and the reader stops when asked to.
     #[test]
     fn streams_one_record_at_a_time() {
         let rec = b"{\"eventName\":\"x\"}";
         let mut src = b"{\"Records\":[".to_vec();
         src.extend_from_slice(rec);
+        src.push(b',');
+        src.extend(std::iter::repeat_n(b' ', WHOLE_FILE_BYTES));
         // The rest of the stream is broken: the first record must still come out first.
-        src.extend_from_slice(b",{\"eventName\":");
-        let mut r = open_slice(&src);
-        assert_eq!(r.next_record().unwrap(), Some(&rec[..]));
-        assert!(r.next_record().is_err());
+        src.extend_from_slice(b"{\"eventName\":");
+        let mut got = Vec::new();
+        let res = RecordReader::default().read(&src[..], &mut |r| {
+            got.push(r.to_vec());
+            true
+        });
+        assert_eq!(got, vec![rec.to_vec()]);
+        assert!(matches!(res, Err(RecordsError::Truncated(_))), "{res:?}");
+        // Asked to stop after the first record: not read to the end, no error.
+        let two = b"{\"Records\":[{\"a\":1},{\"b\":2}]}";
+        let mut n = 0;
+        let res = RecordReader::default().read(&two[..], &mut |_| {
+            n += 1;
+            false
+        });
+        assert_eq!((n, res.unwrap()), (1, None));
     }
 }

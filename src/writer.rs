@@ -11,8 +11,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use serde::Serialize;
-use tracing::debug;
+use tokio::sync::mpsc;
+use tracing::{debug, info};
 
+use crate::chunks::Piece;
 use crate::error::Error;
 use crate::listing::list_level;
 use crate::trigger::Day;
@@ -75,7 +77,7 @@ pub struct Manifest {
     pub generator: String,
 }
 
-/// PutObject of one body (in memory, or a spooled piece's [`crate::spool::Spooled::body`]).
+/// PutObject of one body.
 pub async fn put(
     s3: &Client,
     bucket: &str,
@@ -191,11 +193,75 @@ impl Multipart {
                 bucket = %self.bucket,
                 key = %self.key,
                 upload_id = %self.upload_id,
-                error = %aws_sdk_s3::error::DisplayErrorContext(e),
+                error = %crate::error::error_chain(&e),
                 "could not abort a multipart upload; a lifecycle rule for incomplete uploads cleans it up"
             );
         }
     }
+}
+
+/// The writer stage: receives a day's pieces in order and uploads each chunk —
+/// PutObject when it came in one piece, else a multipart upload started with its first
+/// full part — one piece uploading while the chunks stage fills the next. Returns the
+/// manifest entries in chunk order. The chunk's multipart upload is kept in `open`
+/// while it is under way: the caller aborts it when this future fails or is dropped
+/// (another stage failed); when the pieces stop mid-chunk (the chunks stage failed),
+/// it is aborted here.
+pub async fn upload_chunks(
+    s3: &Client,
+    bucket: &str,
+    dst_prefix: &str,
+    day: Day,
+    mut pieces: mpsc::Receiver<Piece>,
+    check_deadline: impl Fn() -> Result<(), Error>,
+    open: &mut Option<Multipart>,
+) -> Result<Vec<ChunkEntry>, Error> {
+    let mut entries = Vec::new();
+    // A chunk's only piece, put whole at its end.
+    let mut whole: Option<Vec<u8>> = None;
+    while let Some(piece) = pieces.recv().await {
+        check_deadline()?;
+        match piece {
+            Piece::Data { bytes, last, .. } if last && open.is_none() => whole = Some(bytes),
+            Piece::Data { index, bytes, .. } => {
+                let mp = match open {
+                    Some(mp) => mp,
+                    None => {
+                        let key = chunk_key(dst_prefix, day, index);
+                        open.insert(Multipart::start(s3, bucket, &key).await?)
+                    }
+                };
+                mp.upload_part(s3, ByteStream::from(bytes)).await?;
+            }
+            Piece::End(info) => {
+                let key = chunk_key(dst_prefix, day, info.index);
+                match open.take() {
+                    Some(mp) => mp.complete(s3).await?,
+                    None => {
+                        let body = ByteStream::from(whole.take().unwrap_or_default());
+                        put(s3, bucket, &key, body, CHUNK_CONTENT_TYPE).await?
+                    }
+                }
+                info!(
+                    key = %format!("s3://{bucket}/{key}"),
+                    records = info.records,
+                    bytes = info.compressed_bytes,
+                    "chunk written"
+                );
+                entries.push(ChunkEntry {
+                    key,
+                    records: info.records,
+                    bytes: info.compressed_bytes,
+                    uncompressed_bytes: info.uncompressed_bytes,
+                });
+            }
+        }
+    }
+    if let Some(mp) = open.take() {
+        // The pieces stopped mid-chunk (the chunks stage reports why).
+        mp.abort(s3).await;
+    }
+    Ok(entries)
 }
 
 /// DeleteObject of one key (deleting a missing key succeeds, as in S3).

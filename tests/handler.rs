@@ -132,7 +132,7 @@ async fn failing_day_is_reported_with_the_object() {
     ev.records.push(bad);
     let outcomes = cloudtrail_aggregator::handler::handle_batch(&app, ev, today(), None).await;
     assert!(outcomes[0].result.is_ok());
-    let err = outcomes[1].result.as_ref().unwrap_err();
+    let err = outcomes[1].result.as_ref().unwrap_err().to_string();
     assert!(err.starts_with("day 2024-02-10: s3://"), "{err}");
     assert_eq!(outcomes[1].message_id, "bad-day");
     assert!(err.contains(&format!("s3://{SRC}/{bad_key}")), "{err}");

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_sdk_s3::Client;
-use cloudtrail_aggregator::pipeline::{FETCH_BUDGET, STREAM_THRESHOLD};
+use cloudtrail_aggregator::source::{FETCH_BUDGET, STREAM_THRESHOLD};
 use cloudtrail_aggregator::{aggregate_day, Config, Day, Error, RunOptions, Summary};
 use common::*;
 
@@ -68,10 +68,9 @@ async fn put_files(s3: &Client, files: &[(String, Vec<u8>)]) -> Vec<Expected> {
 /// record of those puts cleared; with a client and the records the output must hold.
 async fn recorded(
     owner: Option<&str>,
-    refuse_lean: &[&str],
     files: &[(String, Vec<u8>)],
 ) -> (S3, Seen, Client, Vec<Expected>) {
-    let (server, seen) = S3::recording(owner, refuse_lean);
+    let (server, seen) = S3::recording(owner);
     let plain = server.client();
     create_bucket(&plain, SRC).await;
     create_bucket(&plain, DST).await;
@@ -84,14 +83,6 @@ async fn recorded(
 async fn run_day(server: &S3, cfg: &Config) -> Result<Summary, Error> {
     let s3 = cloudtrail_aggregator::aws::s3_client(&server.sdk_config(), cfg);
     aggregate_day(&s3, cfg, day(), RunOptions::default()).await
-}
-
-/// The requests of operation `op` the server recorded, taking the whole record.
-fn taken(seen: &Seen, op: &str) -> Vec<Request> {
-    std::mem::take(&mut *seen.lock().unwrap())
-        .into_iter()
-        .filter(|r| r.op == op)
-        .collect()
 }
 
 fn generated(
@@ -566,7 +557,7 @@ async fn large_file_streams_and_large_chunk_uploads_in_parts() {
     let (_server, s3) = setup().await;
     // ~20 MB of NDJSON that gzips to ~10 MB.
     let body = gzip(&delivery(&noisy_records(2500)));
-    assert!(body.len() as u64 > cloudtrail_aggregator::pipeline::STREAM_THRESHOLD);
+    assert!(body.len() as u64 > STREAM_THRESHOLD);
     let small = gzip(&delivery(&[record("111111111111", "us-east-1", 1)]));
     let files = vec![
         (
@@ -597,16 +588,11 @@ async fn large_file_streams_and_large_chunk_uploads_in_parts() {
     assert_lines(&ndjson, &want);
 }
 
-/// The output's pieces are spooled in `TMPDIR` and every spool file is deleted by the
-/// end of the run: after a run whose chunk went up in parts, and after a run that failed
-/// mid-chunk on a bad source file (its parts already spooled, one of them uploaded) —
-/// whose multipart upload is aborted, leaving no part on the server.
+/// A chunk goes up in parts, and a run that fails mid-chunk on a bad source file (a
+/// part already uploaded) aborts its multipart upload, leaving no part on the server.
 #[tokio::test]
-async fn spool_files_are_deleted_after_a_run_and_after_a_failed_one() {
-    let spool = tempfile::tempdir().unwrap();
-    let mut cfg = config(64 << 20);
-    cfg.spool_dir = spool.path().to_path_buf();
-    let spooled = || std::fs::read_dir(spool.path()).unwrap().count();
+async fn a_run_failed_mid_chunk_leaves_no_upload() {
+    let cfg = config(64 << 20);
     // ~13 MB of NDJSON that gzips to ~6.5 MB: two parts.
     let big = gzip(&delivery(&noisy_records(1600)));
     let big_key = log_key("AWSLogs/", "111111111111", "us-east-1", DAY, 1);
@@ -621,11 +607,10 @@ async fn spool_files_are_deleted_after_a_run_and_after_a_failed_one() {
         summary.manifest.bytes_written > cloudtrail_aggregator::pipeline::UPLOAD_PART_BYTES as u64
     );
     assert_lines(&output(&s3).await.1, &want);
-    assert_eq!(spooled(), 0, "a successful run leaves no spool file");
 
-    // ~24 MB of NDJSON (~12 MB of gzip) before the bad file: the scanner is at most a few
-    // blocks of lines ahead of the compressor, so by the time it fails the compressor has
-    // handed out a second part, which waits for the first to be stored.
+    // ~24 MB of NDJSON (~12 MB of gzip) before the bad file: the records stage is at
+    // most a few blocks of lines ahead of the chunks stage, so by the time it fails the
+    // first part is uploading or stored.
     let (server, s3) = setup().await;
     put(&s3, SRC, &big_key, gzip(&delivery(&noisy_records(3000)))).await;
     put(&s3, SRC, &bad_key, b"not gzip, not JSON".to_vec()).await;
@@ -636,7 +621,6 @@ async fn spool_files_are_deleted_after_a_run_and_after_a_failed_one() {
         err.to_string().contains(&format!("s3://{SRC}/{bad_key}")),
         "{err}"
     );
-    assert_eq!(spooled(), 0, "a failed run leaves no spool file");
     assert_eq!(
         upload_files(&server.root),
         Vec::<String>::new(),
@@ -666,47 +650,12 @@ fn upload_files(root: &std::path::Path) -> Vec<String> {
     found
 }
 
-/// A spool folder that cannot be written fails the day with an error naming the folder
-/// and the chunk, and no manifest.
-#[tokio::test]
-async fn an_unusable_spool_folder_fails_the_day_naming_it() {
-    let (_server, s3) = setup().await;
-    put_files(
-        &s3,
-        &generated("AWSLogs/", "111111111111", "us-east-1", 3, 2),
-    )
-    .await;
-    let spool = tempfile::tempdir().unwrap();
-    let missing = spool.path().join("missing");
-    let mut cfg = config(64 << 20);
-    cfg.spool_dir = missing.clone();
-    let err = aggregate_day(&s3, &cfg, day(), RunOptions::default())
-        .await
-        .unwrap_err();
-    let msg = err.to_string();
-    assert!(matches!(err, Error::Compress { .. }), "{err:?}");
-    assert!(
-        msg.contains(&format!(
-            "s3://{DST}/cloudtrail-daily/2024/02/12/000000.ndjson.gz"
-        )),
-        "{msg}"
-    );
-    assert!(
-        msg.contains(&format!("create a spool file in {}", missing.display())),
-        "{msg}"
-    );
-    assert_eq!(
-        get(&s3, DST, "cloudtrail-daily/2024/02/12/_manifest.json").await,
-        None
-    );
-}
-
 /// EXPECTED_BUCKET_OWNER puts `x-amz-expected-bucket-owner` on every S3 request the
 /// aggregation makes; a bucket of another owner is refused and the error names it.
 #[tokio::test]
 async fn expected_bucket_owner_is_sent_on_every_request() {
     let files = generated("AWSLogs/", "111111111111", "us-east-1", 3, 2);
-    let (server, seen, plain, want) = recorded(Some("111122223333"), &[], &files).await;
+    let (server, seen, plain, want) = recorded(Some("111122223333"), &files).await;
 
     let mut cfg = config(64 << 20);
     cfg.expected_bucket_owner = Some("111122223333".into());
@@ -716,11 +665,7 @@ async fn expected_bucket_owner_is_sent_on_every_request() {
     for r in &requests {
         assert_eq!(r.owner.as_deref(), Some("111122223333"), "{r:?}");
     }
-    // The lean GETs (after the SDK's first) carry it too.
-    assert!(
-        requests.iter().any(|r| r.op == "GetObject" && !r.sdk),
-        "{requests:?}"
-    );
+    assert!(requests.iter().all(|r| r.sdk), "{requests:?}");
     assert_lines(&output(&plain).await.1, &want);
 
     cfg.expected_bucket_owner = Some("999999999999".into());
@@ -730,173 +675,6 @@ async fn expected_bucket_owner_is_sent_on_every_request() {
         "{err}"
     );
     assert!(err.contains("AccessDenied"), "{err}");
-}
-
-/// After the SDK's first GET, the source objects come by the lean path: correctly
-/// signed (the server verifies SigV4), with the same bytes out, and one request per
-/// object (no fallbacks); sent on the HTTP client the SDK was given.
-#[tokio::test]
-async fn later_gets_take_the_lean_path() {
-    let files = generated("AWSLogs/", "111111111111", "eu-west-1", 40, 3);
-    let (server, seen, plain, want) = recorded(None, &[], &files).await;
-
-    let mut cfg = config(64 << 20);
-    cfg.max_concurrent_gets = 4;
-    let summary = run_day(&server, &cfg).await.unwrap();
-    // The SDK was given an HTTP client (the in-process server): the lean requests use it.
-    assert!(!summary.lean.own_connections, "{:?}", summary.lean);
-    let gets = taken(&seen, "GetObject");
-    assert_eq!(gets.len(), 40, "{gets:?}");
-    let lean = gets.iter().filter(|r| !r.sdk).count();
-    // At most the first few (those in flight before the first answer) go by the SDK.
-    assert!(lean >= 40 - 4, "{lean} of 40 GETs were lean: {gets:?}");
-    assert_lines(&output(&plain).await.1, &want);
-}
-
-/// A lean GET that fails (here refused) costs one request: the object comes through the
-/// SDK and so do all later ones; the day's output is whole.
-#[tokio::test]
-async fn a_failed_lean_get_falls_back_to_the_sdk() {
-    failed_lean_get_falls_back(false).await;
-}
-
-/// The same over TCP, where the lean GETs go over connections of their own.
-#[tokio::test]
-async fn a_failed_lean_get_over_own_connections_falls_back_to_the_sdk() {
-    failed_lean_get_falls_back(true).await;
-}
-
-async fn failed_lean_get_falls_back(over_tcp: bool) {
-    let files = generated("AWSLogs/", "111111111111", "eu-west-1", 20, 2);
-    let (server, seen, plain, want) = recorded(None, &["GetObject"], &files).await;
-
-    let mut cfg = config(64 << 20);
-    cfg.max_concurrent_gets = 1;
-    let summary = if over_tcp {
-        let endpoint = server.serve_tcp().await;
-        let s3 = cloudtrail_aggregator::aws::s3_client(&S3::sdk_config_at(&endpoint), &cfg);
-        aggregate_day(&s3, &cfg, day(), RunOptions::default())
-            .await
-            .unwrap()
-    } else {
-        run_day(&server, &cfg).await.unwrap()
-    };
-    assert_eq!(summary.lean.own_connections, over_tcp);
-    assert_eq!(summary.manifest.source_files, 20);
-    let gets = taken(&seen, "GetObject");
-    assert_eq!(gets.iter().filter(|r| !r.sdk).count(), 1, "{gets:?}");
-    assert_eq!(gets.iter().filter(|r| r.sdk).count(), 20, "{gets:?}");
-    assert_lines(&output(&plain).await.1, &want);
-}
-
-/// The LISTs of the source bucket (not the writer's of the destination).
-fn source_lists(seen: &Seen) -> Vec<Request> {
-    taken(seen, "ListObjectsV2")
-        .into_iter()
-        .filter(|r| r.uri.starts_with(&format!("/{SRC}/")))
-        .collect()
-}
-
-/// After the SDK's first LIST, the source folders are listed by the lean path,
-/// continuation tokens included (a folder of 1,050 files is two pages): the server
-/// verifies every signature, and the output is whole and in key order.
-#[tokio::test]
-async fn later_lists_take_the_lean_path() {
-    let org = "AWSLogs/o-abc123def4/";
-    let mut files = Vec::new();
-    for account in ["111111111111", "222222222222"] {
-        for region in ["eu-west-1", "us-east-1"] {
-            files.extend(generated(org, account, region, 3, 1));
-        }
-    }
-    files.extend(generated(org, "333333333333", "us-west-2", 1050, 1));
-    let (server, seen, plain, want) = recorded(None, &[], &files).await;
-
-    let cfg = config(64 << 20);
-    let summary = run_day(&server, &cfg).await.unwrap();
-    assert_eq!(summary.manifest.source_files, 12 + 1050);
-    let lists = source_lists(&seen);
-    // AWSLogs/, the organisation, 3 accounts' CloudTrail/, 5 day folders (one in 2 pages).
-    assert_eq!(lists.len(), 1 + 1 + 3 + 6, "{lists:#?}");
-    assert!(lists[0].sdk, "{lists:#?}");
-    assert_eq!(lists.iter().filter(|r| r.sdk).count(), 1, "{lists:#?}");
-    let continued: Vec<&Request> = lists
-        .iter()
-        .filter(|r| r.uri.contains("continuation-token="))
-        .collect();
-    assert_eq!(continued.len(), 1, "{lists:#?}");
-    assert!(!continued[0].sdk);
-    assert_lines(&output(&plain).await.1, &want);
-}
-
-/// A lean LIST that fails (here refused) costs one request: that folder and all later
-/// ones are listed through the SDK, the GETs stay lean, and the day's output is whole.
-#[tokio::test]
-async fn a_failed_lean_list_falls_back_to_the_sdk() {
-    let mut files = Vec::new();
-    for account in ["111111111111", "222222222222"] {
-        for region in ["eu-west-1", "us-east-1"] {
-            files.extend(generated("AWSLogs/o-abc123def4/", account, region, 2, 2));
-        }
-    }
-    let (server, seen, plain, want) = recorded(None, &["ListObjectsV2"], &files).await;
-
-    let mut cfg = config(64 << 20);
-    cfg.max_concurrent_lists = 1;
-    let summary = run_day(&server, &cfg).await.unwrap();
-    assert_eq!(summary.manifest.source_files, 8);
-    let requests = seen.lock().unwrap().clone();
-    let gets = requests.iter().filter(|r| r.op == "GetObject");
-    assert!(gets.clone().all(|r| !r.sdk), "{requests:#?}");
-    assert_eq!(gets.count(), 8);
-    let lists = source_lists(&seen);
-    // AWSLogs/, the organisation (refused, then again), 2 accounts, 4 day folders.
-    assert_eq!(lists.iter().filter(|r| !r.sdk).count(), 1, "{lists:#?}");
-    assert_eq!(
-        lists.iter().filter(|r| r.sdk).count(),
-        1 + 1 + 2 + 4,
-        "{lists:#?}"
-    );
-    // The refused LIST is the organisation's, sent again at once through the SDK.
-    assert!(!lists[1].sdk && lists[2].sdk, "{lists:#?}");
-    for r in &lists[1..3] {
-        assert!(r.uri.contains("prefix=AWSLogs%2Fo-abc123def4%2F"), "{r:?}");
-    }
-    assert_lines(&output(&plain).await.1, &want);
-}
-
-/// Over TCP with the SDK's default HTTP client, as in the Lambda, the lean GETs and
-/// LISTs go over connections of their own (`http1`): signed as the server verifies,
-/// pages followed, connections kept and reused (a few dozen for ~1,100 requests), the
-/// day's output whole.
-#[tokio::test]
-async fn lean_requests_go_over_connections_of_their_own() {
-    let org = "AWSLogs/o-abc123def4/";
-    let mut files = generated(org, "111111111111", "eu-west-1", 40, 2);
-    files.extend(generated(org, "222222222222", "us-east-1", 1050, 1));
-    let (server, seen, plain, want) = recorded(None, &[], &files).await;
-    let endpoint = server.serve_tcp().await;
-
-    let mut cfg = config(64 << 20);
-    cfg.max_concurrent_gets = 4;
-    cfg.max_concurrent_lists = 2;
-    let s3 = cloudtrail_aggregator::aws::s3_client(&S3::sdk_config_at(&endpoint), &cfg);
-    let summary = aggregate_day(&s3, &cfg, day(), RunOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(summary.manifest.source_files, 1090);
-    assert!(summary.lean.own_connections, "{:?}", summary.lean);
-    let gets = taken(&seen, "GetObject");
-    assert_eq!(gets.len(), 1090);
-    let lean = gets.iter().filter(|r| !r.sdk).count() as u64;
-    assert!(lean >= 1090 - 4, "{lean} of 1090 GETs were lean");
-    assert_eq!(summary.lean.gets, lean);
-    // AWSLogs/ by the SDK; the organisation, 2 accounts' CloudTrail/ and 2 day folders
-    // (one of two pages) by the lean path.
-    assert_eq!(summary.lean.lists, 1 + 2 + 3);
-    // GETs and LISTs at most 6 at a time, plus the SDK's own connections.
-    assert!(server.accepted() <= 20, "{} connections", server.accepted());
-    assert_lines(&output(&plain).await.1, &want);
 }
 
 /// The day's files are listed a window of folders ahead of the reads, not all before
@@ -910,7 +688,7 @@ async fn listing_streams_ahead_of_the_reads() {
             files.extend(generated("AWSLogs/o-abc123def4/", account, region, 2, 2));
         }
     }
-    let (server, seen, plain, want) = recorded(None, &[], &files).await;
+    let (server, seen, plain, want) = recorded(None, &files).await;
 
     let mut cfg = config(64 << 20);
     cfg.max_concurrent_lists = 1;
@@ -1039,37 +817,6 @@ async fn fetched_files_wait_within_the_byte_budget() {
     assert_eq!(gets_beside_a_held_one(&files).await, fit_in_budget(&files));
 }
 
-/// Files over the streaming threshold are streamed: requested by the SDK's GetObject,
-/// whose body the record scanner reads as it arrives, where the lean path fetches a
-/// file whole. A day of small files in two regions around four ~1 MB files in a third:
-/// the small files come by the lean path (the run's first requests, the LISTs, went by
-/// the SDK), every large one streams; the output is whole and in order.
-#[tokio::test]
-async fn files_over_the_streaming_threshold_are_streamed() {
-    let mut files = generated("AWSLogs/", "111111111111", "eu-west-1", 3, 2);
-    files.extend(random_files(4, 1_900_000, DAY));
-    files.extend(generated("AWSLogs/", "111111111111", "us-west-2", 3, 2));
-    let large = |key: &str| key.contains("/us-east-1/");
-    assert!(files
-        .iter()
-        .all(|(k, b)| large(k) == (b.len() as u64 > STREAM_THRESHOLD)));
-    let (server, seen, plain, want) = recorded(None, &[], &files).await;
-    let mut cfg = config(64 << 20);
-    cfg.max_concurrent_gets = 1;
-    run_day(&server, &cfg).await.unwrap();
-    let gets = taken(&seen, "GetObject");
-    assert_eq!(gets.len(), 10, "{gets:?}");
-    let by_sdk = |want_large: bool| {
-        gets.iter()
-            .filter(|r| large(&r.uri) == want_large)
-            .map(|r| r.sdk)
-            .collect::<Vec<bool>>()
-    };
-    assert_eq!(by_sdk(true), [true; 4], "{gets:?}");
-    assert_eq!(by_sdk(false), [false; 6], "{gets:?}");
-    assert_lines(&output(&plain).await.1, &want);
-}
-
 /// Runs a day of a few small files and one ~1 MB file (streamed) against a TCP server
 /// whose answers to GETs of the large file break off as `breaks` says; returns the
 /// result, the `Range` headers of those GETs, the records the output must hold and the
@@ -1153,7 +900,7 @@ async fn a_connection_lost_mid_object_is_resumed() {
 /// how often it was resumed, after STREAM_RESUMES asks for the rest; no manifest.
 #[tokio::test]
 async fn a_connection_lost_again_and_again_fails_the_day() {
-    use cloudtrail_aggregator::fetch::STREAM_RESUMES;
+    use cloudtrail_aggregator::source::STREAM_RESUMES;
     let (result, ranges, _, server) = run_breaking(Breaks {
         after: 200_000,
         times: usize::MAX,
@@ -1221,7 +968,7 @@ async fn uploads_to_an_s3_compatible_endpoint_carry_no_optional_checksum() {
         log_key("AWSLogs/", "111111111111", "us-east-1", DAY, 9),
         gzip(&delivery(&noisy_records(1600))),
     ));
-    let (server, seen, plain, want) = recorded(None, &[], &files).await;
+    let (server, seen, plain, want) = recorded(None, &files).await;
     let cfg = config(64 << 20);
     let loaded = server
         .sdk_config()

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use cloudtrail_aggregator::handler::{self, App};
-use cloudtrail_aggregator::{aws, process, telemetry, Config};
+use cloudtrail_aggregator::{aws, telemetry, Config};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 /// Converts the invocation deadline (epoch milliseconds) to an `Instant`.
@@ -27,12 +27,8 @@ async fn serve(
     Ok(handler::handle(app, event.payload, today, deadline).await?)
 }
 
-fn main() -> Result<(), Error> {
-    let _ = process::tune_allocator();
-    process::runtime()?.block_on(serve_events())
-}
-
-async fn serve_events() -> Result<(), Error> {
+#[tokio::main]
+async fn main() -> Result<(), Error> {
     telemetry::init(telemetry::Output::Lambda);
     // A bad configuration is an init error, reported once, not a failure per message.
     let config = Config::from_env().map_err(|e| {
@@ -46,7 +42,10 @@ async fn serve_events() -> Result<(), Error> {
         "cloudtrail-aggregator starting"
     );
     let app = App {
-        s3: aws::s3_client_from_env(&config).await,
+        s3: aws::s3_client_from_env(&config).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot use the AWS configuration");
+            e
+        })?,
         config,
     };
     let app = &app;

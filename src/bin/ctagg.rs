@@ -8,9 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use cloudtrail_aggregator::trigger::Day;
-use cloudtrail_aggregator::{
-    aggregate_day, aws, backfill, process, telemetry, Config, RunOptions, Summary,
-};
+use cloudtrail_aggregator::{aggregate_day, aws, backfill, telemetry, Config, RunOptions, Summary};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -147,7 +145,7 @@ async fn run_backfill(args: BackfillArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let sqs = aws::sqs_client_from_env().await;
+    let sqs = aws::sqs_client_from_env().await?;
     let total = days.len();
     let mut last_shown = 0;
     let sent = backfill::send(&sqs, &args.queue_url, &days, |sent, total| {
@@ -192,7 +190,7 @@ fn summary_line(cfg: &Config, s: &Summary) -> String {
 async fn run(args: RunArgs) -> Result<()> {
     let cfg = args.overrides.config()?;
     let days = days(&args)?;
-    let s3 = aws::s3_client_from_env(&cfg).await;
+    let s3 = aws::s3_client_from_env(&cfg).await?;
     for (i, day) in days.iter().enumerate() {
         let summary = aggregate_day(&s3, &cfg, *day, RunOptions::default())
             .await
@@ -207,19 +205,8 @@ async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    let _ = process::tune_allocator();
-    let runtime = match process::runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(cli_main())
-}
-
-async fn cli_main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(telemetry::Output::Cli);
     let result = match cli.command {
@@ -229,8 +216,25 @@ async fn cli_main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("{}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `error: …` and then one line per cause, each its `Display`.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = format!("error: {e}");
+    let mut shown = e.to_string();
+    for cause in e.chain().skip(1) {
+        let line = cause.to_string();
+        // The SDK's errors often repeat their source in their own text.
+        if shown.contains(&line) {
+            continue;
+        }
+        text.push_str("\n  caused by: ");
+        text.push_str(&line);
+        shown = line;
+    }
+    text
 }

@@ -62,13 +62,11 @@ impl S3 {
 
     /// A server over a new temporary folder that records every request it is sent
     /// (see [`Seen`]) and refuses, with AccessDenied as S3 does, a request whose
-    /// `x-amz-expected-bucket-owner` header names another owner than `owner` or one of
-    /// the operations `refuse_lean` (e.g. `GetObject`) that the SDK did not send.
-    pub fn recording(owner: Option<&str>, refuse_lean: &[&str]) -> (S3, Seen) {
+    /// `x-amz-expected-bucket-owner` header names another owner than `owner`.
+    pub fn recording(owner: Option<&str>) -> (S3, Seen) {
         let seen: Seen = Arc::new(Mutex::new(Vec::new()));
         let s3 = S3::with_access(Recorder {
             owner: owner.map(str::to_string),
-            refuse_lean: refuse_lean.iter().map(|op| op.to_string()).collect(),
             seen: seen.clone(),
         });
         (s3, seen)
@@ -137,40 +135,19 @@ impl S3 {
     /// [`S3::serve_tcp`], whose answers to the GETs `breaks` names break off mid-body
     /// (the connection is dropped, as a lost connection would be).
     pub async fn serve_tcp_breaking(&self, breaks: Arc<Breaks>) -> String {
-        self.serve(breaks, None).await
+        self.serve(breaks).await
     }
 
-    /// Serves the same buckets over TLS on 127.0.0.1, with the certificate of
-    /// `tests/fixtures/tls/` (signed by the test authority `ca.pem`, for `127.0.0.1`);
-    /// returns the `https://` endpoint URL.
-    pub async fn serve_tls(&self) -> String {
-        let tls = |name: &str| fixture(&format!("tls/{name}"));
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![tls("server.der").into()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(tls("server.key.der").into()),
-        )
-        .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        self.serve(Arc::default(), Some(acceptor)).await
-    }
-
-    /// How many connections the TCP and TLS servers accepted.
+    /// How many connections the TCP server accepted.
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::Relaxed)
     }
 
-    async fn serve(&self, breaks: Arc<Breaks>, tls: Option<tokio_rustls::TlsAcceptor>) -> String {
+    async fn serve(&self, breaks: Arc<Breaks>) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let service = self.service.clone();
         let accepted = self.accepted.clone();
-        let scheme = if tls.is_some() { "https" } else { "http" };
         tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
@@ -192,28 +169,15 @@ impl S3 {
                         Ok::<_, s3s::HttpError>(answer.map(|body| BreakAfter { body, after }))
                     }
                 });
-                let tls = tls.clone();
                 tokio::spawn(async move {
                     let builder = ConnBuilder::new(TokioExecutor::new());
-                    let _ = match tls {
-                        None => {
-                            builder
-                                .serve_connection(TokioIo::new(socket), breaking)
-                                .await
-                        }
-                        Some(tls) => {
-                            let Ok(socket) = tls.accept(socket).await else {
-                                return;
-                            };
-                            builder
-                                .serve_connection(TokioIo::new(socket), breaking)
-                                .await
-                        }
-                    };
+                    let _ = builder
+                        .serve_connection(TokioIo::new(socket), breaking)
+                        .await;
                 });
             }
         });
-        format!("{scheme}://{addr}")
+        format!("http://{addr}")
     }
 
     /// An SDK configuration for the tests' credentials and the server at `endpoint`
@@ -304,8 +268,7 @@ pub struct Request {
     pub uri: String,
     /// Its `x-amz-expected-bucket-owner` header.
     pub owner: Option<String>,
-    /// Whether the SDK sent it (it carries `amz-sdk-invocation-id`); the aggregator's
-    /// lean GETs and LISTs do not.
+    /// Whether the SDK sent it (it carries `amz-sdk-invocation-id`).
     pub sdk: bool,
     /// Its `x-amz-sdk-checksum-algorithm` header, or the name of an `x-amz-checksum-*`
     /// header it carries.
@@ -316,7 +279,6 @@ pub type Seen = Arc<Mutex<Vec<Request>>>;
 
 struct Recorder {
     owner: Option<String>,
-    refuse_lean: Vec<String>,
     seen: Seen,
 }
 
@@ -354,9 +316,6 @@ impl s3s::access::S3Access for Recorder {
                 ))
             }
             _ => {}
-        }
-        if !request.sdk && self.refuse_lean.contains(&request.op) {
-            return Err(s3s::s3_error!(AccessDenied, "refused by the test"));
         }
         Ok(())
     }
