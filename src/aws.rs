@@ -59,12 +59,22 @@ pub fn retry_config() -> RetryConfig {
         .with_max_backoff(S3_MAX_BACKOFF)
 }
 
-/// Loads the shared SDK configuration (credentials, region, endpoints, retries).
+/// Loads the shared SDK configuration (credentials, region, endpoints, retries). The
+/// retries are [`retry_config`], unless `AWS_MAX_ATTEMPTS` or `AWS_RETRY_MODE` is set:
+/// then the SDK's own reading of those variables (and of the profile) stands.
 pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(retry_config())
-        .load()
-        .await
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if !retries_asked(|name| std::env::var(name).ok()) {
+        loader = loader.retry_config(retry_config());
+    }
+    loader.load().await
+}
+
+/// Whether the environment (read through `get`) chooses the retries itself.
+pub fn retries_asked(get: impl Fn(&str) -> Option<String>) -> bool {
+    ["AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"]
+        .iter()
+        .any(|name| get(name).is_some_and(|v| !v.trim().is_empty()))
 }
 
 /// Checks, once at start, that `sdk` has a region and that its credentials resolve,

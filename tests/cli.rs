@@ -225,3 +225,171 @@ async fn backfill_dry_run_and_refusals() {
         );
     }
 }
+
+/// With `HTTP_PROXY` set, every S3 request of a day — LIST, GET (whole and streamed),
+/// DELETE, PUT and the multipart upload's — goes through the proxy; with `NO_PROXY`
+/// naming the endpoint's host, none does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_goes_through_the_proxy_and_no_proxy_is_honoured() {
+    let (server, seen) = S3::recording(None);
+    let s3 = server.client();
+    create_bucket(&s3, SRC).await;
+    create_bucket(&s3, DST).await;
+    // ~15 MB of hard-to-compress records (~7.5 MB of gzip): streamed GETs, and a chunk
+    // that goes up in two parts; and two small files, fetched whole.
+    let mut files = random_files(8, 1_900_000, "2024/02/12");
+    files.push((
+        log_key("AWSLogs/", "222222222222", "eu-west-1", "2024/02/12", 0),
+        gzip(&delivery(&[record("222222222222", "eu-west-1", 1)])),
+    ));
+    files.push((
+        log_key("AWSLogs/", "222222222222", "eu-west-1", "2024/02/12", 1),
+        gzip(&delivery(&[record("222222222222", "eu-west-1", 2)])),
+    ));
+    for (key, body) in &files {
+        put(&s3, SRC, key, body.clone()).await;
+    }
+    let endpoint = server.serve_tcp().await;
+    let (proxy, proxied) = forward_proxy().await;
+
+    seen.lock().unwrap().clear();
+    let out = ctagg(&endpoint, &["run", "2024-02-12"], &[("HTTP_PROXY", &proxy)]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let served: Vec<Request> = std::mem::take(&mut *seen.lock().unwrap());
+    let forwarded = std::mem::take(&mut *proxied.lock().unwrap());
+    let ops: std::collections::BTreeSet<&str> = served.iter().map(|r| r.op.as_str()).collect();
+    for op in [
+        "ListObjectsV2",
+        "GetObject",
+        "DeleteObject",
+        "PutObject",
+        "CreateMultipartUpload",
+        "UploadPart",
+        "CompleteMultipartUpload",
+    ] {
+        assert!(ops.contains(op), "no {op} in {ops:?}");
+    }
+    assert_eq!(
+        forwarded.len(),
+        served.len(),
+        "every request the server saw came through the proxy: {forwarded:#?}"
+    );
+    for (f, s) in forwarded.iter().zip(&served) {
+        assert!(
+            f.starts_with("GET ")
+                || f.starts_with("PUT ")
+                || f.starts_with("POST ")
+                || f.starts_with("DELETE "),
+            "{f}"
+        );
+        assert!(
+            f.contains(&format!("{endpoint}/")),
+            "{f} is not for the endpoint"
+        );
+        assert!(!s.uri.is_empty());
+    }
+    let gets = served.iter().filter(|r| r.op == "GetObject").count();
+    assert_eq!(gets, files.len(), "one GET per file: {served:#?}");
+
+    let out = ctagg(
+        &endpoint,
+        &["run", "2024-02-12"],
+        &[("HTTP_PROXY", &proxy), ("NO_PROXY", "127.0.0.1")],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!seen.lock().unwrap().is_empty());
+    assert_eq!(
+        *proxied.lock().unwrap(),
+        Vec::<String>::new(),
+        "NO_PROXY bypasses the proxy"
+    );
+}
+
+/// An endpoint that refuses connections: the retries are said at info while they run,
+/// and the error is the operation, the object and the cause, one line each — no Rust
+/// `Debug` dump.
+#[tokio::test]
+async fn a_refused_endpoint_is_said_plainly() {
+    let refused = {
+        // A port that was just free: nothing listens on it.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let out = ctagg(
+        &refused,
+        &["run", "2024-02-12"],
+        &[("AWS_MAX_ATTEMPTS", "2")],
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("S3 request got no answer; the SDK retries it"),
+        "{stderr}"
+    );
+    let error: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("error: "))
+        .collect();
+    assert_eq!(
+        error[0], "error: aggregating 2024-02-12 failed (0 of 1 days done before it)",
+        "{stderr}"
+    );
+    assert!(
+        error[1].starts_with(
+            "  caused by: ListObjectsV2 s3://cloudtrail-logs/AWSLogs/ failed: dispatch failure"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        error
+            .iter()
+            .any(|l| l.contains("Connection refused") || l.contains("connection refused")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("DispatchFailure") && !stderr.contains("ConnectorError {"),
+        "{stderr}"
+    );
+}
+
+/// No region, or no credentials, is said as such before any request.
+#[tokio::test]
+async fn no_region_or_credentials_is_said_as_such() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |env: Vec<(&'static str, String)>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ctagg"));
+        cmd.args(["run", "2024-02-12"])
+            .env_clear()
+            .env("HOME", home.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .env("SRC_BUCKET", SRC)
+            .env("DST_BUCKET", DST)
+            .envs(env);
+        async move { cmd.output().await.unwrap() }
+    };
+    let out = run(vec![
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+    ])
+    .await;
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("error: no AWS region configured (set AWS_REGION"),
+        "{stderr}"
+    );
+    let out = run(vec![("AWS_REGION", REGION.into())]).await;
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("error: no AWS credentials found"),
+        "{stderr}"
+    );
+    // The providers tried, one short line each; no IMDS warnings before it.
+    assert!(stderr.contains("Environment: "), "{stderr}");
+    assert!(stderr.lines().count() <= 8, "a few lines: {stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
+}

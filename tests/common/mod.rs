@@ -562,3 +562,55 @@ impl s3s::access::S3Access for Holder {
         Ok(())
     }
 }
+
+/// The requests a [`forward_proxy`] forwarded, as `METHOD absolute-URI`.
+pub type Proxied = Arc<Mutex<Vec<String>>>;
+
+/// An HTTP forward proxy on 127.0.0.1 (for `http://` targets: absolute-form requests
+/// forwarded over a new connection each): returns its URL and the requests it
+/// forwarded. It lives as long as the current tokio runtime.
+pub async fn forward_proxy() -> (String, Proxied) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let proxied: Proxied = Arc::default();
+    let seen = proxied.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = seen.clone();
+            let forward = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.lock()
+                            .unwrap()
+                            .push(format!("{} {}", req.method(), req.uri()));
+                        let authority = req.uri().authority().expect("absolute-form").to_string();
+                        let origin_form = req
+                            .uri()
+                            .path_and_query()
+                            .map_or("/", |p| p.as_str())
+                            .parse()
+                            .unwrap();
+                        *req.uri_mut() = origin_form;
+                        let upstream = tokio::net::TcpStream::connect(&authority).await?;
+                        let (mut send, conn) =
+                            hyper::client::conn::http1::handshake(TokioIo::new(upstream))
+                                .await
+                                .map_err(std::io::Error::other)?;
+                        tokio::spawn(conn);
+                        send.send_request(req).await.map_err(std::io::Error::other)
+                    }
+                },
+            );
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(socket), forward)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), proxied)
+}
