@@ -126,13 +126,10 @@ async fn main() -> anyhow::Result<()> {
         ("DST_BUCKET", DST),
         ("DST_PREFIX", "cloudtrail-daily/"),
     ];
-    let config = Config::from_lookup(|name| match name {
-        // where the output's pieces are spooled: the machine's own temporary folder
-        "TMPDIR" => std::env::var(name).ok(),
-        _ => vars
-            .iter()
+    let config = Config::from_lookup(|name| {
+        vars.iter()
             .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string()),
+            .map(|(_, v)| v.to_string())
     })?;
     let app = App { s3, config };
     let event: SqsEvent = serde_json::from_str(EVENT)?;

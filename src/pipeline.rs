@@ -245,7 +245,12 @@ pub async fn aggregate_day(
 
     let total = progress.listed.load(Ordering::Relaxed);
     if total == 0 {
-        warn!(day = %day, accounts, regions, source = %source, "no CloudTrail files for this day");
+        let hint = if accounts == 0 {
+            ": no account or organisation folders under the source prefix (is SRC_PREFIX the AWSLogs/ folder?)"
+        } else {
+            ""
+        };
+        warn!(day = %day, accounts, regions, source = %source, "no CloudTrail files for this day{hint}");
     }
     if stats.files != total {
         // Only reachable if a stage stopped early without an error of its own.

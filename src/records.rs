@@ -2,38 +2,40 @@
 //!
 //! [`RecordReader::read`] detects gzip by its magic bytes (never by key or metadata)
 //! and decodes multi-member streams with flate2's `MultiGzDecoder`; anything else is
-//! read as plain JSON. The JSON is parsed by serde_json: each element of the
+//! read as plain JSON. Every JSON value is parsed by serde_json: each element of the
 //! `Records` array is taken as a [`RawValue`], i.e. as the bytes it has in the source,
 //! so AWS's escapes (`\u003d`), key order and number spelling survive unchanged while
-//! serde_json validates the whole document (syntax, UTF-8, nothing after its end).
+//! serde_json validates it (syntax, UTF-8). Between the values this module reads only
+//! the document's punctuation — `{`, `:`, `,`, `[`, `]`, `}` and whitespace — so that
+//! it can hand out one record at a time from a window of the decoded stream: memory
+//! holds the window ([`WINDOW_BYTES`], or one record if larger), never the file.
 //!
-//! A file that decodes to at most [`WHOLE_FILE_BYTES`] is parsed from memory (borrowed
-//! raw values, no copy per record); a larger one is parsed as it is read, holding one
-//! record at a time, so memory does not grow with the size of a file.
+//! Why not serde_json over the whole stream (`from_reader` with a visitor over
+//! `Records`): its reader path takes the input a byte at a time, and the 1 GB day's
+//! records took 3.39 s of CPU that way against 0.57 s for the scanner this module had
+//! before (`records/scan.rs`, a JSON grammar of our own) — a third more CPU for the
+//! whole run. serde_json over slices of the window reads it at 1.5 GB/s, as fast as the
+//! scanner within 10 % (BENCHMARKS.md, "Records: serde_json").
 //!
 //! Every element must be an object. An element containing a raw line break (a
 //! pretty-printed source) is re-written compactly — insignificant whitespace removed,
 //! string and number bytes untouched — so that one record is always one line. The
 //! file must be one JSON object with exactly one `Records` array; other keys beside
 //! it are validated and ignored. Anything else is an error: this module never guesses.
-//!
-//! Measured against the structural scanner this replaced (`records/scan.rs`, a second
-//! JSON grammar of our own): see BENCHMARKS.md, "Records: serde_json".
 
-use std::fmt;
 use std::io::{self, BufReader, Cursor, Read};
 
 use flate2::bufread::MultiGzDecoder;
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-/// Files that decode to at most this many bytes are parsed from memory.
-pub const WHOLE_FILE_BYTES: usize = 4 * 1024 * 1024;
-/// Size of the read buffers in front of the gzip decoder and the streaming parser.
+/// How much of the decoded stream is read at a time (a window grows beyond it only to
+/// hold one value larger than it).
+pub const WINDOW_BYTES: usize = 1024 * 1024;
+/// Size of the read buffer in front of the gzip decoder.
 const BUF_SIZE: usize = 64 * 1024;
 
-/// What went wrong while reading a delivery file. Positions are lines and columns of
-/// the decoded (uncompressed) JSON, as serde_json counts them.
+/// What went wrong while reading a delivery file. Offsets count bytes of the decoded
+/// (uncompressed) stream.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
     #[error("corrupt gzip stream: {0}")]
@@ -42,8 +44,8 @@ pub enum RecordsError {
     Io(#[source] io::Error),
     #[error("the file is empty; expected a JSON object with a Records array")]
     Empty,
-    #[error("expected a JSON object with a Records array, found {found}")]
-    NotAnObject { found: String },
+    #[error("expected a JSON object with a Records array, found {found} at byte {offset}")]
+    NotAnObject { found: String, offset: u64 },
     #[error("the JSON object has no Records array")]
     MissingRecords,
     #[error("the JSON object has more than one Records key")]
@@ -52,12 +54,14 @@ pub enum RecordsError {
     RecordNotObject { index: u64, found: String },
     #[error("record {index} is not valid JSON: {reason}")]
     InvalidRecord { index: u64, reason: String },
-    #[error("invalid JSON: {0}")]
-    Syntax(String),
-    #[error("truncated JSON: {0}")]
-    Truncated(String),
-    #[error("unexpected data after the end of the JSON object: {0}")]
-    TrailingData(String),
+    #[error("Records is not an array (found {found} at byte {offset})")]
+    RecordsNotArray { found: String, offset: u64 },
+    #[error("invalid JSON at byte {offset}: {reason}")]
+    Syntax { offset: u64, reason: String },
+    #[error("truncated JSON: the file ends at byte {offset} inside {inside}")]
+    Truncated { offset: u64, inside: &'static str },
+    #[error("unexpected data after the end of the JSON object at byte {offset}")]
+    TrailingData { offset: u64 },
 }
 
 /// True when `bytes` starts with the gzip magic number.
@@ -68,8 +72,8 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
 /// Reads delivery files one after another, reusing its buffers from one to the next.
 #[derive(Debug, Default)]
 pub struct RecordReader {
-    /// The decoded bytes of a file (its first [`WHOLE_FILE_BYTES`] when larger).
-    decoded: Vec<u8>,
+    /// A window of the decoded bytes of a file.
+    window: Vec<u8>,
     /// A record being compacted.
     line: Vec<u8>,
 }
@@ -79,72 +83,32 @@ type Source<'r> = Box<dyn Read + 'r>;
 
 impl RecordReader {
     /// Reads `source` (gzip or plain) and calls `each` with every record, in order.
-    /// `each` returns `false` to stop reading; `Ok(false)` then says the file was not
+    /// `each` returns `false` to stop reading; `Ok(None)` then says the file was not
     /// read to the end. Returns the number of records on success.
     pub fn read<'r, R: Read + 'r>(
         &mut self,
         source: R,
         each: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<Option<u64>, RecordsError> {
-        let (gzip, mut decoded) = open(source).map_err(RecordsError::Io)?;
-        let io_err = |e: io::Error| {
-            if gzip {
-                RecordsError::Gzip(e)
-            } else {
-                RecordsError::Io(e)
+        let (gzip, decoded) = open(source).map_err(RecordsError::Io)?;
+        self.window.clear();
+        let mut w = Window {
+            src: decoded,
+            buf: &mut self.window,
+            pos: 0,
+            base: 0,
+            eof: false,
+            gzip,
+        };
+        let result = parse(&mut w, &mut self.line, each);
+        // A JSON error in a gzip stream may really be a damaged stream whose garbage
+        // decoded before its checksum was reached: the gzip error is the cause.
+        if gzip && matches!(result, Err(ref e) if !matches!(e, RecordsError::Gzip(_))) {
+            if let Err(e) = io::copy(&mut w.src, &mut io::sink()) {
+                return Err(RecordsError::Gzip(e));
             }
-        };
-        self.decoded.clear();
-        (&mut decoded)
-            .take(WHOLE_FILE_BYTES as u64 + 1)
-            .read_to_end(&mut self.decoded)
-            .map_err(io_err)?;
-        check_start(&self.decoded)?;
-        let mut state = State {
-            each,
-            line: &mut self.line,
-            index: 0,
-            in_records: false,
-            seen_records: false,
-            failure: None,
-            stopped: false,
-        };
-        let result = if self.decoded.len() <= WHOLE_FILE_BYTES {
-            let mut de = serde_json::Deserializer::from_slice(&self.decoded);
-            parse::<&RawValue, _>(&mut de, &mut state)
-        } else {
-            let head = Cursor::new(&self.decoded[..]);
-            let rest = BufReader::with_capacity(BUF_SIZE, head.chain(&mut decoded));
-            let mut de = serde_json::Deserializer::from_reader(rest);
-            let result = parse::<Box<RawValue>, _>(&mut de, &mut state);
-            // A JSON error in a gzip stream may really be a damaged stream whose garbage
-            // decoded before its checksum was reached: the gzip error is the cause.
-            if gzip && result.as_ref().is_err_and(|e| !e.is_io()) && !state.stopped {
-                drop(de);
-                if let Err(e) = io::copy(&mut decoded, &mut io::sink()) {
-                    return Err(RecordsError::Gzip(e));
-                }
-            }
-            result
-        };
-        match result {
-            Ok(()) => Ok(Some(state.index)),
-            Err(_) if state.stopped => Ok(None),
-            Err(e) => Err(state.failure.take().unwrap_or_else(|| {
-                if e.is_io() {
-                    io_err(io::Error::other(e))
-                } else if e.is_eof() {
-                    RecordsError::Truncated(e.to_string())
-                } else if state.in_records {
-                    RecordsError::InvalidRecord {
-                        index: state.index,
-                        reason: e.to_string(),
-                    }
-                } else {
-                    RecordsError::Syntax(e.to_string())
-                }
-            })),
         }
+        result
     }
 
     /// Every record of `bytes` as an owned line (tests and tools).
@@ -303,166 +267,272 @@ fn open<'r, R: Read + 'r>(mut source: R) -> io::Result<(bool, Source<'r>)> {
     }
 }
 
-/// The errors serde_json would word less plainly: an empty file, one that is not an
-/// object.
-fn check_start(head: &[u8]) -> Result<(), RecordsError> {
-    match head.iter().find(|b| !is_ws(**b)) {
-        None if head.is_empty() => Err(RecordsError::Empty),
-        None => Err(RecordsError::Truncated(
-            "the file holds only whitespace".into(),
-        )),
-        Some(b'{') => Ok(()),
-        Some(&b) => Err(RecordsError::NotAnObject {
-            found: describe_byte(b),
-        }),
-    }
+/// A window of the decoded stream: `buf[pos..]` is what is not read yet; `base` is
+/// the stream offset of `buf[0]`.
+struct Window<'a, 'r> {
+    src: Source<'r>,
+    buf: &'a mut Vec<u8>,
+    pos: usize,
+    base: u64,
+    eof: bool,
+    gzip: bool,
 }
 
-/// What the parse of one file keeps between the visitor's calls.
-struct State<'s> {
-    each: &'s mut dyn FnMut(&[u8]) -> bool,
-    line: &'s mut Vec<u8>,
-    /// Records handed out so far.
-    index: u64,
-    in_records: bool,
-    seen_records: bool,
-    /// The error to report, when the visitor failed for a reason of its own.
-    failure: Option<RecordsError>,
-    /// `each` asked to stop.
-    stopped: bool,
-}
-
-impl State<'_> {
-    fn fail<E: de::Error>(&mut self, failure: RecordsError) -> E {
-        let text = failure.to_string();
-        self.failure = Some(failure);
-        E::custom(text)
+impl Window<'_, '_> {
+    fn offset(&self) -> u64 {
+        self.base + self.pos as u64
     }
 
-    fn record<E: de::Error>(&mut self, raw: &str) -> Result<(), E> {
-        let bytes = raw.as_bytes();
-        if bytes.first() != Some(&b'{') {
-            let found = describe_byte(bytes.first().copied().unwrap_or(b' '));
-            return Err(self.fail(RecordsError::RecordNotObject {
-                index: self.index,
-                found,
-            }));
+    fn unread(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Reads more of the stream into the window; `false` at its end.
+    fn fill(&mut self) -> Result<bool, RecordsError> {
+        if self.eof {
+            return Ok(false);
         }
-        let go_on = if bytes.contains(&b'\n') || bytes.contains(&b'\r') {
-            self.line.clear();
-            self.line.extend_from_slice(bytes);
-            minify_in_place(self.line);
-            (self.each)(self.line)
-        } else {
-            (self.each)(bytes)
-        };
-        self.index += 1;
-        if go_on {
-            Ok(())
-        } else {
-            self.stopped = true;
-            Err(E::custom("stopped"))
-        }
-    }
-}
-
-/// A record as serde_json hands it out: borrowed from a slice, or owned when read
-/// from a stream.
-trait Raw<'de>: serde::Deserialize<'de> {
-    fn text(&self) -> &str;
-}
-
-impl<'de> Raw<'de> for &'de RawValue {
-    fn text(&self) -> &str {
-        self.get()
-    }
-}
-
-impl<'de> Raw<'de> for Box<RawValue> {
-    fn text(&self) -> &str {
-        self.get()
-    }
-}
-
-/// Parses a whole document from `de`, handing out the records through `state`.
-fn parse<'de, T: Raw<'de>, R: serde_json::de::Read<'de>>(
-    de: &mut serde_json::Deserializer<R>,
-    state: &mut State<'_>,
-) -> Result<(), serde_json::Error> {
-    de.deserialize_map(FileVisitor::<T> {
-        state: &mut *state,
-        raw: std::marker::PhantomData,
-    })?;
-    de.end().map_err(|e| {
-        let failure = RecordsError::TrailingData(e.to_string());
-        state.fail::<serde_json::Error>(failure)
-    })
-}
-
-/// The top-level object: `Records` and keys beside it.
-struct FileVisitor<'a, 's, T> {
-    state: &'a mut State<'s>,
-    raw: std::marker::PhantomData<T>,
-}
-
-impl<'de, T: Raw<'de>> Visitor<'de> for FileVisitor<'_, '_, T> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object with a Records array")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<String>()? {
-            if key != "Records" {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            }
-            if self.state.seen_records {
-                return Err(self.state.fail(RecordsError::DuplicateRecords));
-            }
-            self.state.seen_records = true;
-            self.state.in_records = true;
-            map.next_value_seed(RecordsSeed::<T> {
-                state: &mut *self.state,
-                raw: std::marker::PhantomData,
+        // Keep only the unread part, at the front.
+        self.buf.drain(..self.pos);
+        self.base += self.pos as u64;
+        self.pos = 0;
+        let len = self.buf.len();
+        let want = WINDOW_BYTES.max(2 * len);
+        // Into the buffer's spare capacity (kept from file to file): nothing is zeroed.
+        let read = (&mut self.src)
+            .take((want - len) as u64)
+            .read_to_end(self.buf)
+            .map_err(|e| {
+                if self.gzip {
+                    RecordsError::Gzip(e)
+                } else {
+                    RecordsError::Io(e)
+                }
             })?;
-            self.state.in_records = false;
+        if self.buf.len() < want {
+            self.eof = true;
         }
-        if !self.state.seen_records {
-            return Err(self.state.fail(RecordsError::MissingRecords));
+        Ok(read > 0)
+    }
+
+    /// The next byte that is not whitespace, not consumed; `None` at the stream's end.
+    fn peek(&mut self) -> Result<Option<u8>, RecordsError> {
+        loop {
+            let skip = self.unread().iter().take_while(|b| is_ws(**b)).count();
+            self.pos += skip;
+            if let Some(&b) = self.unread().first() {
+                return Ok(Some(b));
+            }
+            if !self.fill()? {
+                return Ok(None);
+            }
         }
-        Ok(())
+    }
+
+    /// Consumes `want` (after whitespace), or fails saying what was found instead.
+    fn expect(&mut self, want: u8, inside: &'static str) -> Result<(), RecordsError> {
+        match self.peek()? {
+            Some(b) if b == want => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(b) => Err(RecordsError::Syntax {
+                offset: self.offset(),
+                reason: format!("expected '{}', found {}", want as char, describe_byte(b)),
+            }),
+            None => Err(self.truncated(inside)),
+        }
+    }
+
+    fn truncated(&self, inside: &'static str) -> RecordsError {
+        RecordsError::Truncated {
+            offset: self.base + self.buf.len() as u64,
+            inside,
+        }
     }
 }
 
-/// The `Records` array.
-struct RecordsSeed<'a, 's, T> {
-    state: &'a mut State<'s>,
-    raw: std::marker::PhantomData<T>,
-}
-
-impl<'de, T: Raw<'de>> DeserializeSeed<'de> for RecordsSeed<'_, '_, T> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
-        de.deserialize_seq(self)
+/// Parses one JSON value of type `T` at the start of `bytes` (after whitespace):
+/// `Ok(Some((value, end)))`, or `Ok(None)` when `bytes` ends inside it (or right at its
+/// end, where a number could go on).
+fn one_value<'de, T: serde::Deserialize<'de>>(
+    bytes: &'de [u8],
+) -> Result<Option<(T, usize)>, serde_json::Error> {
+    let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<T>();
+    match values.next() {
+        Some(Ok(v)) if values.byte_offset() < bytes.len() => Ok(Some((v, values.byte_offset()))),
+        Some(Ok(_)) | None => Ok(None),
+        Some(Err(e)) if e.is_eof() => Ok(None),
+        Some(Err(e)) => Err(e),
     }
 }
 
-impl<'de, T: Raw<'de>> Visitor<'de> for RecordsSeed<'_, '_, T> {
-    type Value = ();
+/// The byte offset in `bytes` of serde_json's `line` and `column` (both from 1).
+fn offset_of(bytes: &[u8], line: usize, column: usize) -> usize {
+    let line_start = if line <= 1 {
+        0
+    } else {
+        bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(line - 2)
+            .map_or(bytes.len(), |(i, _)| i + 1)
+    };
+    (line_start + column.saturating_sub(1)).min(bytes.len())
+}
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("Records to be an array")
+/// serde_json's message without its ` at line L column C`.
+fn reason(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
     }
+}
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(raw) = seq.next_element::<T>()? {
-            self.state.record(raw.text())?;
+/// Parses the next value of type `$t` from the window `$w`, reading more of the stream
+/// until the window holds all of it: `Ok((value, end))`, `end` its end in `$w.buf`.
+/// A value the stream ends inside is `$w.truncated($inside)`; invalid JSON is
+/// `$err(offset, reason)`. (A macro, not a function: the value borrows the window,
+/// which the loop refills, and only inline does the borrow checker see that a refill
+/// happens only when no value was borrowed.)
+macro_rules! next_value {
+    ($w:expr, $t:ty, $inside:expr, $err:expr) => {{
+        loop {
+            let start = $w.pos;
+            match one_value::<$t>(&$w.buf[start..]) {
+                Ok(Some((v, end))) => break Ok((v, start + end)),
+                Ok(None) => {
+                    if !$w.fill()? {
+                        // The stream ended: the value is whole only if it parses now.
+                        let start = $w.pos;
+                        let mut all = serde_json::Deserializer::from_slice(&$w.buf[start..])
+                            .into_iter::<$t>();
+                        break match all.next() {
+                            Some(Ok(v)) => Ok((v, start + all.byte_offset())),
+                            Some(Err(e)) if !e.is_eof() => Err($err(
+                                $w.base
+                                    + (start + offset_of(&$w.buf[start..], e.line(), e.column()))
+                                        as u64,
+                                reason(&e),
+                            )),
+                            _ => Err($w.truncated($inside)),
+                        };
+                    }
+                }
+                Err(e) => {
+                    break Err($err(
+                        $w.base
+                            + (start + offset_of(&$w.buf[start..], e.line(), e.column())) as u64,
+                        reason(&e),
+                    ))
+                }
+            }
         }
-        Ok(())
+    }};
+}
+
+/// Parses a whole document from the window, handing every record to `each`.
+fn parse(
+    w: &mut Window<'_, '_>,
+    line: &mut Vec<u8>,
+    each: &mut dyn FnMut(&[u8]) -> bool,
+) -> Result<Option<u64>, RecordsError> {
+    let syntax = |offset, reason| RecordsError::Syntax { offset, reason };
+    match w.peek()? {
+        None if w.offset() == 0 => return Err(RecordsError::Empty),
+        None => return Err(w.truncated("leading whitespace")),
+        Some(b'{') => w.pos += 1,
+        Some(b) => {
+            return Err(RecordsError::NotAnObject {
+                found: describe_byte(b),
+                offset: w.offset(),
+            })
+        }
     }
+    let mut records: Option<u64> = None;
+    let mut first = true;
+    loop {
+        match w.peek()? {
+            None => return Err(w.truncated("the top-level object")),
+            Some(b'}') => {
+                w.pos += 1;
+                break;
+            }
+            Some(_) if first => {}
+            Some(_) => w.expect(b',', "the top-level object")?,
+        }
+        first = false;
+        let (key, end) = next_value!(w, String, "a key", syntax)?;
+        w.pos = end;
+        w.expect(b':', "the top-level object")?;
+        if key != "Records" {
+            let (_, end) = next_value!(w, &RawValue, "a value", syntax)?;
+            w.pos = end;
+            continue;
+        }
+        if records.is_some() {
+            return Err(RecordsError::DuplicateRecords);
+        }
+        match w.peek()? {
+            Some(b'[') => w.pos += 1,
+            Some(b) => {
+                return Err(RecordsError::RecordsNotArray {
+                    found: describe_byte(b),
+                    offset: w.offset(),
+                })
+            }
+            None => return Err(w.truncated("the Records array")),
+        }
+        let mut index = 0u64;
+        loop {
+            match w.peek()? {
+                None => return Err(w.truncated("the Records array")),
+                Some(b']') => {
+                    w.pos += 1;
+                    break;
+                }
+                Some(_) if index == 0 => {}
+                Some(b',') => w.pos += 1,
+                Some(b) => {
+                    return Err(RecordsError::Syntax {
+                        offset: w.offset(),
+                        reason: format!(
+                            "expected ',' or ']' after record {}, found {}",
+                            index - 1,
+                            describe_byte(b)
+                        ),
+                    })
+                }
+            }
+            let invalid = |_, reason| RecordsError::InvalidRecord { index, reason };
+            let (raw, end) = next_value!(w, &RawValue, "a record", invalid)?;
+            let bytes = raw.get().as_bytes();
+            if bytes.first() != Some(&b'{') {
+                let found = describe_byte(bytes[0]);
+                return Err(RecordsError::RecordNotObject { index, found });
+            }
+            let go_on = if bytes.contains(&b'\n') || bytes.contains(&b'\r') {
+                line.clear();
+                line.extend_from_slice(bytes);
+                minify_in_place(line);
+                each(line)
+            } else {
+                each(bytes)
+            };
+            w.pos = end;
+            index += 1;
+            if !go_on {
+                return Ok(None);
+            }
+        }
+        records = Some(index);
+    }
+    if w.peek()?.is_some() {
+        return Err(RecordsError::TrailingData { offset: w.offset() });
+    }
+    records.map(Some).ok_or(RecordsError::MissingRecords)
 }
 
 fn is_ws(b: u8) -> bool {
@@ -540,7 +610,7 @@ mod tests {
         RecordReader::all(bytes)
     }
 
-    /// The records of `bytes` read as a stream: a file larger than `WHOLE_FILE_BYTES`
+    /// The records of `bytes` read as a stream: a file larger than `WINDOW_BYTES`
     /// made of `bytes` and padding whitespace before its end, so that the streaming
     /// parser is the one that reads it.
     fn streamed(bytes: &[u8]) -> Result<Vec<Vec<u8>>, RecordsError> {
@@ -549,7 +619,7 @@ mod tests {
         } else {
             bytes.to_vec()
         };
-        let mut padded = vec![b' '; WHOLE_FILE_BYTES + 1];
+        let mut padded = vec![b' '; WINDOW_BYTES + 1];
         padded.splice(0..0, json);
         all(&padded)
     }
@@ -717,13 +787,13 @@ mod tests {
                 b"{\"awsAccountId\":\"123456789012\",\"digestStartTime\":\"2024-01-01T00:00:00Z\",\"logFiles\":[]}",
                 "no Records array",
             ),
-            (b"{\"Records\":{}}", "expected Records to be an array"),
+            (b"{\"Records\":{}}", "Records is not an array"),
             (b"{\"Records\":[],\"Records\":[]}", "more than one Records"),
             (b"{\"Records\":[1]}", "record 0 is not a JSON object"),
             (b"{\"Records\":[{\"a\":1},\"x\"]}", "record 1 is not a JSON object"),
             (b"{\"Records\":[{\"a\":tru}]}", "record 0 is not valid JSON"),
             (b"{\"Records\":[{\"a\":\"\xff\"}]}", "record 0 is not valid JSON"),
-            (b"{\"Records\":[{\"a\":1} {\"b\":2}]}", "expected `,` or `]`"),
+            (b"{\"Records\":[{\"a\":1} {\"b\":2}]}", "expected ',' or ']' after record 0"),
             (b"{\"Records\":[]} x", "unexpected data after the end"),
             (b"{\"Records\":[]}{\"Records\":[]}", "unexpected data after the end"),
             (b"{\"Records\":[], \"x\": nul}", "invalid JSON"),
@@ -755,7 +825,7 @@ mod tests {
     fn reused_reader_reads_the_same() {
         let big = format!(
             "{{\"Records\":[{{\"b\":\"{}\"}},{{\"c\":1}}]}}",
-            "x".repeat(WHOLE_FILE_BYTES + 10)
+            "x".repeat(WINDOW_BYTES + 10)
         );
         let files: Vec<Vec<u8>> = vec![
             COMPACT_GZ.to_vec(),
@@ -834,6 +904,42 @@ mod tests {
         assert_eq!(stats.bytes_read, whole.len() as u64);
     }
 
+    /// A file several windows long reads the same as serde_json reads it whole,
+    /// wherever the window's edges fall: inside strings, escapes, numbers, between
+    /// records, in the whitespace between tokens.
+    #[test]
+    fn window_edges_change_nothing() {
+        let mut recs = Vec::new();
+        let mut len = 0;
+        let mut i = 0u64;
+        while len < 3 * WINDOW_BYTES + 12_345 {
+            let pad = "\\u003d\\\"é".repeat((i % 37) as usize);
+            let r = format!(
+                "{{\"eventID\":\"{i}\",\"s\":\"{pad}\",\"n\":{},\"a\":[{}, true,null]}}",
+                i * 7919,
+                i % 10
+            );
+            len += r.len() + 3;
+            recs.push(r);
+            i += 1;
+        }
+        let src = format!(
+            "{{ \"x\" : 12345 , \"Records\" :\n [ {} ] }}",
+            recs.join(" ,\n")
+        );
+        let want: Vec<Vec<u8>> = recs.iter().map(|r| r.as_bytes().to_vec()).collect();
+        assert_eq!(all(src.as_bytes()).unwrap(), want);
+        assert_eq!(all(&gzip(src.as_bytes())).unwrap(), want);
+        // A number cut by the window's end is not taken as whole: `12345` starts 3 bytes
+        // before it (taken as `123`, the `45` after it would be an error).
+        let tail = format!(
+            "{{\"Records\":[],\"x\":{}12345}}",
+            " ".repeat(WINDOW_BYTES - 21)
+        );
+        assert_eq!(tail.find("12345"), Some(WINDOW_BYTES - 3));
+        assert_eq!(all(tail.as_bytes()).unwrap().len(), 0);
+    }
+
     /// Records are handed out one at a time: a streamed file's first record comes out
     /// before the rest is read, and the reader stops when asked to.
     #[test]
@@ -842,7 +948,7 @@ mod tests {
         let mut src = b"{\"Records\":[".to_vec();
         src.extend_from_slice(rec);
         src.push(b',');
-        src.extend(std::iter::repeat_n(b' ', WHOLE_FILE_BYTES));
+        src.extend(std::iter::repeat_n(b' ', WINDOW_BYTES));
         // The rest of the stream is broken: the first record must still come out first.
         src.extend_from_slice(b"{\"eventName\":");
         let mut got = Vec::new();
@@ -851,7 +957,10 @@ mod tests {
             true
         });
         assert_eq!(got, vec![rec.to_vec()]);
-        assert!(matches!(res, Err(RecordsError::Truncated(_))), "{res:?}");
+        assert!(
+            matches!(res, Err(RecordsError::Truncated { .. })),
+            "{res:?}"
+        );
         // Asked to stop after the first record: not read to the end, no error.
         let two = b"{\"Records\":[{\"a\":1},{\"b\":2}]}";
         let mut n = 0;
