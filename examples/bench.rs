@@ -773,8 +773,8 @@ fn main() {
             return;
         }
         Some("agg") => {
-            // The binaries' runtime (`#[tokio::main]`).
-            tokio::runtime::Builder::new_multi_thread()
+            // The binaries' runtime (`#[tokio::main(flavor = "current_thread")]`).
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap()

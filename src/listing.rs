@@ -39,14 +39,14 @@ pub struct SourceObject {
 
 /// What a child folder name under the source prefix is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Child {
+enum Child {
     Account,
     Organisation,
     Other,
 }
 
 /// Classifies one folder name (without slashes).
-pub fn classify(name: &str) -> Child {
+fn classify(name: &str) -> Child {
     if is_account_id(name) {
         Child::Account
     } else if let Some(rest) = name.strip_prefix("o-") {
@@ -209,12 +209,14 @@ pub fn day_objects<'a>(
     prefixes: Vec<String>,
     max_concurrent: usize,
 ) -> impl Stream<Item = Result<Vec<SourceObject>, Error>> + 'a {
-    let lists = futures::stream::iter(prefixes).map(move |p| async move {
-        let (_, mut objects) = list_level(s3, bucket, &p).await?;
-        // A key ending in '/' is a console-made "folder" marker, not a log file.
-        objects.retain(|o| !o.key.ends_with('/'));
-        objects.sort();
-        Ok(objects)
+    let lists = futures::stream::iter(prefixes).map(move |p| {
+        move || async move {
+            let (_, mut objects) = list_level(s3, bucket, &p).await?;
+            // A key ending in '/' is a console-made "folder" marker, not a log file.
+            objects.retain(|o| !o.key.ends_with('/'));
+            objects.sort();
+            Ok(objects)
+        }
     });
     let max_concurrent = max_concurrent.max(1);
     in_order(lists, max_concurrent, LIST_WINDOW * max_concurrent)

@@ -65,7 +65,7 @@ pub enum RecordsError {
 }
 
 /// True when `bytes` starts with the gzip magic number.
-pub fn is_gzip(bytes: &[u8]) -> bool {
+fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
 }
 
@@ -109,16 +109,6 @@ impl RecordReader {
             }
         }
         result
-    }
-
-    /// Every record of `bytes` as an owned line (tests and tools).
-    pub fn all(bytes: &[u8]) -> Result<Vec<Vec<u8>>, RecordsError> {
-        let mut out = Vec::new();
-        RecordReader::default().read(bytes, &mut |r| {
-            out.push(r.to_vec());
-            true
-        })?;
-        Ok(out)
     }
 }
 
@@ -548,7 +538,7 @@ fn describe_byte(b: u8) -> String {
 }
 
 /// Removes insignificant whitespace outside strings, leaving every other byte as it is.
-pub fn minify_in_place(buf: &mut Vec<u8>) {
+fn minify_in_place(buf: &mut Vec<u8>) {
     let mut w = 0;
     let mut in_str = false;
     let mut escape = false;
@@ -607,7 +597,12 @@ mod tests {
     }
 
     fn all(bytes: &[u8]) -> Result<Vec<Vec<u8>>, RecordsError> {
-        RecordReader::all(bytes)
+        let mut out = Vec::new();
+        RecordReader::default().read(bytes, &mut |r| {
+            out.push(r.to_vec());
+            true
+        })?;
+        Ok(out)
     }
 
     /// The records of `bytes` read as a stream: a file larger than `WINDOW_BYTES`

@@ -124,9 +124,11 @@ impl Source {
                 Ok::<_, Error>((o, share))
             }
         });
-        let gets = shared.map(move |r| async move {
-            let (o, share) = r?;
-            self.fetch(o, share).await
+        let gets = shared.map(move |r| {
+            move || async move {
+                let (o, share) = r?;
+                self.fetch(o, share).await
+            }
         });
         in_order(gets, max_gets, GET_WINDOW * max_gets)
     }
@@ -269,18 +271,6 @@ impl Resume {
                 )),
             }
         })
-    }
-}
-
-impl Streamed {
-    /// A body that does not resume (tests of what a failed read does).
-    pub fn once(body: ByteStream) -> Streamed {
-        Streamed {
-            body: Box::pin(body.into_async_read()),
-            read: 0,
-            resumes: 0,
-            resume: None,
-        }
     }
 }
 

@@ -277,7 +277,7 @@ pub async fn delete(s3: &Client, bucket: &str, key: &str) -> Result<(), Error> {
 }
 
 /// The chunk objects already in a day's folder, as (key, index), sorted by index.
-pub async fn existing_chunks(
+async fn existing_chunks(
     s3: &Client,
     bucket: &str,
     dst_prefix: &str,

@@ -27,7 +27,7 @@ async fn serve(
     Ok(handler::handle(app, event.payload, today, deadline).await?)
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     telemetry::init(telemetry::Output::Lambda);
     // A bad configuration is an init error, reported once, not a failure per message.

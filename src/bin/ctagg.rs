@@ -205,7 +205,7 @@ async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(telemetry::Output::Cli);
