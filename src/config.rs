@@ -10,6 +10,8 @@
 //! | `GZIP_LEVEL` | gzip level of the output, 1 (fast) to 9 (small) | 6 |
 //! | `MAX_CONCURRENT_GETS` | source objects fetched at once | 128 |
 //! | `MAX_CONCURRENT_LISTS` | ListObjectsV2 walks at once | 16 |
+//! | `MAX_RECORD_BYTES` | largest record accepted (Athena's row limit) | 33554432 (32 MiB) |
+//! | `MAX_FILE_BYTES` | largest decoded delivery file accepted | 4294967296 (4 GiB) |
 //! | `LOG_LEVEL` | `trace`, `debug`, `info`, `warn`/`warning`, `error`/`critical` | `info` |
 //! | `METRICS_NAMESPACE` | CloudWatch namespace of the per-day EMF metrics (Lambda only) | `CloudTrailAggregator` |
 //! | `EXPECTED_BUCKET_OWNER` | account id that must own both buckets (sent on every S3 call) | none |
@@ -20,6 +22,7 @@
 use std::collections::HashMap;
 
 use crate::chunks::{DEFAULT_CHUNK_SIZE_BYTES, DEFAULT_GZIP_LEVEL};
+use crate::records::{Limits, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_RECORD_BYTES};
 
 pub const DEFAULT_SRC_PREFIX: &str = "AWSLogs/";
 pub const DEFAULT_DST_PREFIX: &str = "cloudtrail-daily/";
@@ -59,6 +62,8 @@ pub struct Config {
     pub gzip_level: u32,
     pub max_concurrent_gets: usize,
     pub max_concurrent_lists: usize,
+    /// What one source file may hold (`MAX_RECORD_BYTES`, `MAX_FILE_BYTES`).
+    pub limits: Limits,
     pub metrics_namespace: String,
     /// A 12-digit account id, when `EXPECTED_BUCKET_OWNER` is set.
     pub expected_bucket_owner: Option<String>,
@@ -120,6 +125,22 @@ impl Config {
             1,
             256,
         )? as usize;
+        let limits = Limits {
+            record_bytes: number(
+                "MAX_RECORD_BYTES",
+                get("MAX_RECORD_BYTES"),
+                DEFAULT_MAX_RECORD_BYTES,
+                1024,
+                u64::MAX / 4,
+            )?,
+            file_bytes: number(
+                "MAX_FILE_BYTES",
+                get("MAX_FILE_BYTES"),
+                DEFAULT_MAX_FILE_BYTES,
+                1024,
+                u64::MAX / 4,
+            )?,
+        };
         // Read by `telemetry` when the subscriber is installed; checked here so that a
         // misspelt level is a configuration error, not a silent default.
         if let Some(s) = get("LOG_LEVEL").filter(|s| !s.trim().is_empty()) {
@@ -156,6 +177,7 @@ impl Config {
             gzip_level,
             max_concurrent_gets,
             max_concurrent_lists,
+            limits,
             metrics_namespace,
             expected_bucket_owner,
         })

@@ -52,6 +52,27 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Another run holds the day's lease.
+    #[error("{day} is being aggregated by run {run} until {until} (lease {lease}); this run wrote nothing and is retried later (if no run is under way, delete the lease to go on at once)")]
+    Leased {
+        day: String,
+        run: String,
+        until: String,
+        lease: String,
+    },
+
+    /// The day's lease was taken over by another run before this one finished.
+    #[error("the lease {lease} of run {run} is now held by {now}; this run stopped before writing the manifest")]
+    LeaseLost {
+        lease: String,
+        run: String,
+        now: String,
+    },
+
+    /// The source prefix holds no account or organisation folder.
+    #[error("no CloudTrail account folders under s3://{bucket}/{prefix}: expected 12-digit account ids or o-… organisation folders there (is SRC_PREFIX the AWSLogs/ folder?)")]
+    NoAccounts { bucket: String, prefix: String },
+
     /// The run stopped before it could finish within the Lambda's deadline.
     #[error("stopped before the deadline with {files_done} of {} source files read for {day}; nothing was marked complete (no _manifest.json), a retry starts over", listed_text(*files_listed, *listing_complete))]
     Deadline {

@@ -13,6 +13,7 @@
 //!   loop);
 //! - [`writer`]: chunk uploads (the writer stage's loop), stale-chunk cleanup,
 //!   `_manifest.json`;
+//! - [`lease`]: one run per day at a time (`_lease.json`);
 //! - [`pipeline`]: wires the stages for one day;
 //! - [`handler`]: an `SqsEvent` → per-message days → `SqsBatchResponse`.
 //!
@@ -28,6 +29,7 @@ pub mod chunks;
 pub mod config;
 pub mod error;
 pub mod handler;
+pub mod lease;
 pub mod listing;
 pub mod metrics;
 pub mod ordered;

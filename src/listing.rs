@@ -35,6 +35,8 @@ pub const LIST_WINDOW: usize = 2;
 pub struct SourceObject {
     pub key: String,
     pub size: u64,
+    /// Its ETag in the listing (a read of another version is refused).
+    pub etag: Option<String>,
 }
 
 /// What a child folder name under the source prefix is.
@@ -98,6 +100,7 @@ pub async fn list_level(
                 objects.push(SourceObject {
                     key: k.to_string(),
                     size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: o.e_tag().map(str::to_string),
                 });
             }
         }

@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use crate::chunks::{self, ChunkBuilder, Piece};
 use crate::config::Config;
 use crate::error::Error;
+use crate::lease::{self, Lease, LEASE_WITHOUT_DEADLINE};
 use crate::listing;
 use crate::records::{self, FileError, ReadStats, RecordSink};
 use crate::source::{Fetched, Source};
@@ -124,8 +125,9 @@ fn joined<T>(
     })?
 }
 
-/// Aggregates one day: lists, reads, writes the chunks, removes stale ones and writes
-/// the manifest. Fails on the first failed read or write.
+/// Aggregates one day: lists, takes the day's lease, reads, writes the chunks, removes
+/// stale ones, writes the manifest and releases the lease. Fails on the first failed
+/// read or write, and when another run holds the day.
 pub async fn aggregate_day(
     s3: &Client,
     cfg: &Config,
@@ -136,13 +138,43 @@ pub async fn aggregate_day(
     let (src_bucket, dst_bucket) = (cfg.src_bucket.as_str(), cfg.dst_bucket.as_str());
     let lists = cfg.max_concurrent_lists;
     let folders = listing::day_folders(s3, src_bucket, &cfg.src_prefix, day, lists).await?;
+    if folders.accounts == 0 {
+        return Err(Error::NoAccounts {
+            bucket: cfg.src_bucket.clone(),
+            prefix: cfg.src_prefix.clone(),
+        });
+    }
+    info!(day = %day, accounts = folders.accounts, regions = folders.prefixes.len(), source = %format!("s3://{src_bucket}/{}", cfg.src_prefix), "day folders found");
+    Progress::default().check(day, opts.deadline)?;
+    let held_for = match opts.deadline {
+        Some(d) => d.saturating_duration_since(Instant::now()),
+        None => LEASE_WITHOUT_DEADLINE,
+    };
+    let expires = chrono::Utc::now() + held_for;
+    let run = lease::run_id();
+    let lease = Lease::acquire(s3, dst_bucket, &cfg.dst_prefix, day, &run, expires).await?;
+    let result = run_day(s3, cfg, day, opts, folders, &lease, started).await;
+    lease.release(s3).await;
+    result
+}
+
+/// [`aggregate_day`] once the lease is held.
+async fn run_day(
+    s3: &Client,
+    cfg: &Config,
+    day: Day,
+    opts: RunOptions,
+    folders: listing::DayFolders,
+    lease: &Lease,
+    started: Instant,
+) -> Result<Summary, Error> {
+    let (src_bucket, dst_bucket) = (cfg.src_bucket.as_str(), cfg.dst_bucket.as_str());
+    let lists = cfg.max_concurrent_lists;
     let (accounts, regions) = (folders.accounts, folders.prefixes.len());
     let source = format!("s3://{src_bucket}/{}", cfg.src_prefix);
-    info!(day = %day, accounts, regions, source = %source, "day folders found");
 
     let progress = Arc::new(Progress::default());
     let check_deadline = || progress.check(day, opts.deadline);
-    check_deadline()?;
 
     // The day is incomplete from now until the new manifest is written.
     let manifest_key = writer::manifest_key(&cfg.dst_prefix, day);
@@ -187,7 +219,7 @@ pub async fn aggregate_day(
     };
 
     let records_stage = {
-        let (progress, bucket) = (progress.clone(), cfg.src_bucket.clone());
+        let (progress, bucket, limits) = (progress.clone(), cfg.src_bucket.clone(), cfg.limits);
         tokio::task::spawn_blocking(move || {
             let files = std::iter::from_fn(|| file_rx.blocking_recv())
                 .flatten()
@@ -196,8 +228,8 @@ pub async fn aggregate_day(
                 blocks,
                 done: &progress.done,
             };
-            let stats =
-                records::read_files(files, &mut sink).map_err(|e| file_error(&bucket, e))?;
+            let stats = records::read_files(files, limits, &mut sink)
+                .map_err(|e| file_error(&bucket, e))?;
             sink.blocks.finish();
             Ok(stats.unwrap_or_default())
         })
@@ -245,12 +277,7 @@ pub async fn aggregate_day(
 
     let total = progress.listed.load(Ordering::Relaxed);
     if total == 0 {
-        let hint = if accounts == 0 {
-            ": no account or organisation folders under the source prefix (is SRC_PREFIX the AWSLogs/ folder?)"
-        } else {
-            ""
-        };
-        warn!(day = %day, accounts, regions, source = %source, "no CloudTrail files for this day{hint}");
+        warn!(day = %day, accounts, regions, source = %source, "no CloudTrail files for this day");
     }
     if stats.files != total {
         // Only reachable if a stage stopped early without an error of its own.
@@ -260,6 +287,8 @@ pub async fn aggregate_day(
         });
     }
     check_deadline()?;
+    // The writes that finish the day, only while the day is still this run's.
+    lease.check(s3).await?;
 
     let keep = entries.len() as u32;
     let stale = writer::delete_stale_chunks(s3, dst_bucket, &cfg.dst_prefix, day, keep).await?;

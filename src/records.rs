@@ -62,6 +62,12 @@ pub enum RecordsError {
     Truncated { offset: u64, inside: &'static str },
     #[error("unexpected data after the end of the JSON object at byte {offset}")]
     TrailingData { offset: u64 },
+    #[error("record {index} is larger than MAX_RECORD_BYTES ({limit} bytes; Athena reads rows of up to 32 MB): raise MAX_RECORD_BYTES to accept it")]
+    RecordTooLarge { index: u64, limit: u64 },
+    #[error("a JSON value at byte {offset} is larger than MAX_RECORD_BYTES ({limit} bytes): raise MAX_RECORD_BYTES to accept it")]
+    TooLarge { offset: u64, limit: u64 },
+    #[error("the file decodes to more than MAX_FILE_BYTES ({limit} bytes): raise MAX_FILE_BYTES to accept it")]
+    FileTooLarge { limit: u64 },
 }
 
 /// True when `bytes` starts with the gzip magic number.
@@ -69,9 +75,35 @@ fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])
 }
 
+/// The largest record a file may hold by default (`MAX_RECORD_BYTES`): Athena's
+/// limit for one row, 32 MB.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 32 * 1024 * 1024;
+/// The largest decoded size of one file by default (`MAX_FILE_BYTES`): well above any
+/// CloudTrail delivery file, well below what a gzip bomb decodes to.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+/// What one file may hold, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest record (or any other JSON value of the file), in bytes.
+    pub record_bytes: u64,
+    /// The largest decoded file, in bytes.
+    pub file_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            file_bytes: DEFAULT_MAX_FILE_BYTES,
+        }
+    }
+}
+
 /// Reads delivery files one after another, reusing its buffers from one to the next.
 #[derive(Debug, Default)]
 pub struct RecordReader {
+    limits: Limits,
     /// A window of the decoded bytes of a file.
     window: Vec<u8>,
     /// A record being compacted.
@@ -82,6 +114,14 @@ pub struct RecordReader {
 type Source<'r> = Box<dyn Read + 'r>;
 
 impl RecordReader {
+    /// A reader that refuses files past `limits` (without reading them whole).
+    pub fn new(limits: Limits) -> Self {
+        RecordReader {
+            limits,
+            ..RecordReader::default()
+        }
+    }
+
     /// Reads `source` (gzip or plain) and calls `each` with every record, in order.
     /// `each` returns `false` to stop reading; `Ok(None)` then says the file was not
     /// read to the end. Returns the number of records on success.
@@ -99,12 +139,20 @@ impl RecordReader {
             base: 0,
             eof: false,
             gzip,
+            limits: self.limits,
         };
         let result = parse(&mut w, &mut self.line, each);
         // A JSON error in a gzip stream may really be a damaged stream whose garbage
-        // decoded before its checksum was reached: the gzip error is the cause.
-        if gzip && matches!(result, Err(ref e) if !matches!(e, RecordsError::Gzip(_))) {
-            if let Err(e) = io::copy(&mut w.src, &mut io::sink()) {
+        // decoded before its checksum was reached: the gzip error is the cause. (Read
+        // on only within the file limit, and not past a limit already hit.)
+        let json_error = matches!(&result, Err(e) if !matches!(e,
+            RecordsError::Gzip(_) | RecordsError::TooLarge { .. } | RecordsError::RecordTooLarge { .. } | RecordsError::FileTooLarge { .. }));
+        if gzip && json_error {
+            let left = self
+                .limits
+                .file_bytes
+                .saturating_sub(w.base + w.buf.len() as u64);
+            if let Err(e) = io::copy(&mut (&mut w.src).take(left), &mut io::sink()) {
                 return Err(RecordsError::Gzip(e));
             }
         }
@@ -162,9 +210,10 @@ pub enum FileError {
 /// `Ok(None)` when the sink stopped it.
 pub fn read_files<R: Read>(
     files: impl IntoIterator<Item = SourceFile<R>>,
+    limits: Limits,
     sink: &mut impl RecordSink,
 ) -> Result<Option<ReadStats>, FileError> {
-    let mut reader = RecordReader::default();
+    let mut reader = RecordReader::new(limits);
     let mut stats = ReadStats::default();
     for file in files {
         let mut body = Counting {
@@ -266,6 +315,7 @@ struct Window<'a, 'r> {
     base: u64,
     eof: bool,
     gzip: bool,
+    limits: Limits,
 }
 
 impl Window<'_, '_> {
@@ -287,10 +337,22 @@ impl Window<'_, '_> {
         self.base += self.pos as u64;
         self.pos = 0;
         let len = self.buf.len();
+        // `len` bytes are one value not yet whole: past the limit, stop reading it.
+        if len as u64 > self.limits.record_bytes {
+            let (offset, limit) = (self.base, self.limits.record_bytes);
+            return Err(RecordsError::TooLarge { offset, limit });
+        }
+        let decoded = self.base + len as u64;
+        if decoded > self.limits.file_bytes {
+            let limit = self.limits.file_bytes;
+            return Err(RecordsError::FileTooLarge { limit });
+        }
         let want = WINDOW_BYTES.max(2 * len);
         // Into the buffer's spare capacity (kept from file to file): nothing is zeroed.
+        // One byte past the file limit, to tell a file at the limit from a larger one.
+        let room = (want - len) as u64;
         let read = (&mut self.src)
-            .take((want - len) as u64)
+            .take(room.min(self.limits.file_bytes + 1 - decoded))
             .read_to_end(self.buf)
             .map_err(|e| {
                 if self.gzip {
@@ -299,7 +361,11 @@ impl Window<'_, '_> {
                     RecordsError::Io(e)
                 }
             })?;
-        if self.buf.len() < want {
+        if self.base + self.buf.len() as u64 > self.limits.file_bytes {
+            let limit = self.limits.file_bytes;
+            return Err(RecordsError::FileTooLarge { limit });
+        }
+        if (read as u64) < room {
             self.eof = true;
         }
         Ok(read > 0)
@@ -394,7 +460,11 @@ macro_rules! next_value {
             match one_value::<$t>(&$w.buf[start..]) {
                 Ok(Some((v, end))) => break Ok((v, start + end)),
                 Ok(None) => {
-                    if !$w.fill()? {
+                    let more = match $w.fill() {
+                        Ok(more) => more,
+                        Err(e) => break Err(e),
+                    };
+                    if !more {
                         // The stream ended: the value is whole only if it parses now.
                         let start = $w.pos;
                         let mut all = serde_json::Deserializer::from_slice(&$w.buf[start..])
@@ -497,8 +567,18 @@ fn parse(
                 }
             }
             let invalid = |_, reason| RecordsError::InvalidRecord { index, reason };
-            let (raw, end) = next_value!(w, &RawValue, "a record", invalid)?;
+            let too_large = |e| match e {
+                RecordsError::TooLarge { limit, .. } => {
+                    RecordsError::RecordTooLarge { index, limit }
+                }
+                e => e,
+            };
+            let (raw, end) = next_value!(w, &RawValue, "a record", invalid).map_err(too_large)?;
             let bytes = raw.get().as_bytes();
+            let limit = w.limits.record_bytes;
+            if bytes.len() as u64 > limit {
+                return Err(RecordsError::RecordTooLarge { index, limit });
+            }
             if bytes.first() != Some(&b'{') {
                 let found = describe_byte(bytes[0]);
                 return Err(RecordsError::RecordNotObject { index, found });
@@ -880,7 +960,7 @@ mod tests {
         }
         let whole = gzip(&gunzip(COMPACT_GZ));
         let half = Broken(&whole[..whole.len() / 2]);
-        match read_files([file(half, whole.len())], &mut Count(0)) {
+        match read_files([file(half, whole.len())], Limits::default(), &mut Count(0)) {
             Err(FileError::Read { key, source }) => {
                 assert!(key.ends_with("/f.json.gz"));
                 assert_eq!(source.to_string(), "connection reset by peer");
@@ -889,12 +969,21 @@ mod tests {
         }
         // Read whole, but shorter than listed: the object changed since the listing.
         let mut count = Count(0);
-        let err = read_files([file(&whole[..], whole.len() + 1)], &mut count).unwrap_err();
+        let err = read_files(
+            [file(&whole[..], whole.len() + 1)],
+            Limits::default(),
+            &mut count,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("but the listing said"), "{err}");
         // And whole: the totals.
-        let stats = read_files([file(&whole[..], whole.len())], &mut count)
-            .unwrap()
-            .unwrap();
+        let stats = read_files(
+            [file(&whole[..], whole.len())],
+            Limits::default(),
+            &mut count,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!((stats.files, stats.records), (1, 6));
         assert_eq!(stats.bytes_read, whole.len() as u64);
     }
@@ -933,6 +1022,111 @@ mod tests {
         );
         assert_eq!(tail.find("12345"), Some(WINDOW_BYTES - 3));
         assert_eq!(all(tail.as_bytes()).unwrap().len(), 0);
+    }
+
+    /// An endless source: `head`, then `fill` over and over; counts what was read.
+    struct Endless {
+        head: Vec<u8>,
+        fill: Vec<u8>,
+        at: usize,
+        read: u64,
+    }
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(64 * 1024);
+            for b in &mut buf[..n] {
+                *b = if self.at < self.head.len() {
+                    self.head[self.at]
+                } else {
+                    self.fill[(self.at - self.head.len()) % self.fill.len()]
+                };
+                self.at += 1;
+            }
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    /// A record past MAX_RECORD_BYTES, or a file decoding past MAX_FILE_BYTES, fails
+    /// naming the limit and how to raise it, having read little more than the limit.
+    #[test]
+    fn limits_stop_a_hostile_file_early() {
+        let limits = Limits {
+            record_bytes: 3 * WINDOW_BYTES as u64,
+            file_bytes: 20 * WINDOW_BYTES as u64,
+        };
+        // One endless record.
+        let mut src = Endless {
+            head: b"{\"Records\":[{\"a\":1},{\"x\":\"".to_vec(),
+            fill: b"abcdefgh".to_vec(),
+            at: 0,
+            read: 0,
+        };
+        let mut n = 0;
+        let err = RecordReader::new(limits)
+            .read(&mut src, &mut |_| {
+                n += 1;
+                true
+            })
+            .unwrap_err();
+        assert_eq!(n, 1);
+        assert!(
+            matches!(err, RecordsError::RecordTooLarge { index: 1, .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("raise MAX_RECORD_BYTES"), "{text}");
+        assert!(
+            src.read <= limits.record_bytes * 2 + WINDOW_BYTES as u64,
+            "{}",
+            src.read
+        );
+        // Endless small records, gzip-compressed (a gzip bomb, streamed).
+        let record = b"{\"eventID\":\"0123456789\"},".to_vec();
+        let mut plain = b"{\"Records\":[".to_vec();
+        plain.extend(record.repeat(WINDOW_BYTES * 30 / record.len()));
+        let bomb = gzip(&plain);
+        let mut n = 0u64;
+        let err = RecordReader::new(limits)
+            .read(&bomb[..], &mut |_| {
+                n += 1;
+                true
+            })
+            .unwrap_err();
+        assert!(matches!(err, RecordsError::FileTooLarge { .. }), "{err:?}");
+        assert!(err.to_string().contains("raise MAX_FILE_BYTES"), "{err}");
+        assert!(
+            n * (record.len() as u64) <= limits.file_bytes,
+            "{n} records"
+        );
+        // At the limits, a file still reads.
+        let ok = format!(
+            "{{\"Records\":[{{\"x\":\"{}\"}}]}}",
+            "y".repeat(2 * WINDOW_BYTES)
+        );
+        assert_eq!(
+            RecordReader::new(limits)
+                .read(ok.as_bytes(), &mut |_| true)
+                .unwrap(),
+            Some(1)
+        );
+        let small = Limits {
+            record_bytes: 10,
+            ..limits
+        };
+        let err = RecordReader::new(small)
+            .read(ok.as_bytes(), &mut |_| true)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RecordsError::RecordTooLarge {
+                    index: 0,
+                    limit: 10
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     /// Records are handed out one at a time: a streamed file's first record comes out

@@ -38,9 +38,11 @@ pub const FETCH_BUDGET: u64 = 8 * 1024 * 1024;
 /// How many GETs, in multiples of `MAX_CONCURRENT_GETS`, may be started past the
 /// oldest file not yet handed on: at 25 ms per GET, 16 × 128 covers a GET ~400 ms late.
 const GET_WINDOW: usize = 16;
-/// How many times one streamed object's body is asked for again after its connection
-/// failed mid-body.
-pub const STREAM_RESUMES: u32 = 3;
+/// How many times one object's body is asked for again after its connection failed
+/// mid-body (or, fetched whole, it came shorter than listed): the SDK retries requests,
+/// not the bodies it has handed out. With 10 % of connections dropped, a body fails ten
+/// times in a row once in 10¹⁰.
+pub const STREAM_RESUMES: u32 = 10;
 
 /// GETs of one bucket.
 #[derive(Debug, Clone)]
@@ -57,37 +59,68 @@ impl Source {
         }
     }
 
-    /// The GetObject answer for `key`.
+    /// The GetObject answer for `object`, refused when it is not the version listed: its
+    /// ETag (where the listing has one) or its announced length differs.
     async fn get_object(
         &self,
-        key: &str,
+        object: &SourceObject,
     ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, Error> {
-        self.s3
+        let key = &object.key;
+        let out = self
+            .s3
             .get_object()
             .bucket(&self.bucket)
             .key(key)
             .send()
             .await
-            .map_err(|e| Error::s3("GetObject", &self.bucket, key, e))
+            .map_err(|e| Error::s3("GetObject", &self.bucket, key, e))?;
+        let changed = |what: String| {
+            let detail = format!("the object changed since it was listed ({what})");
+            Err(Error::s3_detail("GetObject", &self.bucket, key, detail))
+        };
+        if let (Some(listed), Some(got)) = (&object.etag, &out.e_tag) {
+            if listed != got {
+                return changed(format!("ETag {got}, listed {listed}"));
+            }
+        }
+        if let Some(got) = out.content_length.filter(|n| *n as u64 != object.size) {
+            return changed(format!("{got} bytes, listed {}", object.size));
+        }
+        Ok(out)
     }
 
-    /// The whole body of `key`, in an allocation of its own: hyper hands a small body
+    /// The whole body of `object`, in an allocation of its own: hyper hands a small body
     /// out as a view of the connection's read buffer, and a view would keep that whole
-    /// buffer alive while the file waits for its turn, outside the fetch budget.
-    pub async fn get(&self, key: &str) -> Result<Bytes, Error> {
-        self.get_object(key)
-            .await?
-            .body
-            .collect()
-            .await
-            .map(owned)
-            .map_err(|e| Error::s3_read("GetObject (reading the body)", &self.bucket, key, &e))
+    /// buffer alive while the file waits for its turn, outside the fetch budget. A body
+    /// whose connection broke, or that came shorter than listed, is asked for again, up
+    /// to [`STREAM_RESUMES`] times.
+    pub async fn get(&self, object: &SourceObject) -> Result<Bytes, Error> {
+        let (bucket, key) = (&self.bucket, &object.key);
+        let what = "GetObject (reading the body)";
+        for again in 0.. {
+            let failed = match self.get_object(object).await?.body.collect().await {
+                Ok(body) if body.remaining() as u64 == object.size => return Ok(owned(body)),
+                Ok(body) => format!(
+                    "read {} bytes, but the listing said {}",
+                    body.remaining(),
+                    object.size
+                ),
+                Err(e) => crate::error::error_chain(&e),
+            };
+            if again == STREAM_RESUMES {
+                let detail = format!("{failed} (after {again} more tries)");
+                return Err(Error::s3_detail(what, bucket, key, detail));
+            }
+            warn!(bucket = %bucket, key = %key, error = %failed, "body broken off; asking for it again");
+        }
+        unreachable!("the loop returns")
     }
 
     /// The body of `key`, `size` bytes long, as a stream that picks up where it broke
     /// off (see [`Streamed`]).
-    pub async fn stream_resuming(&self, key: &str, size: u64) -> Result<Streamed, Error> {
-        let out = self.get_object(key).await?;
+    pub async fn stream_resuming(&self, object: &SourceObject) -> Result<Streamed, Error> {
+        let (key, size) = (&object.key, object.size);
+        let out = self.get_object(object).await?;
         Ok(Streamed {
             body: Box::pin(out.body.into_async_read()),
             read: 0,
@@ -138,17 +171,16 @@ impl Source {
         object: SourceObject,
         share: OwnedSemaphorePermit,
     ) -> Result<Fetched, Error> {
-        let key = object.key;
         let body = if object.size > STREAM_THRESHOLD {
-            debug!(key = %key, bytes = object.size, "object streaming");
-            Body::Stream(self.stream_resuming(&key, object.size).await?)
+            debug!(key = %object.key, bytes = object.size, "object streaming");
+            Body::Stream(self.stream_resuming(&object).await?)
         } else {
-            let bytes = self.get(&key).await?;
-            debug!(key = %key, bytes = bytes.len(), "object read");
+            let bytes = self.get(&object).await?;
+            debug!(key = %object.key, bytes = bytes.len(), "object read");
             Body::Whole(bytes)
         };
         Ok(Fetched {
-            key,
+            key: object.key,
             size: object.size,
             body,
             share,

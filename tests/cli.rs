@@ -288,7 +288,10 @@ async fn every_request_goes_through_the_proxy_and_no_proxy_is_honoured() {
         );
         assert!(!s.uri.is_empty());
     }
-    let gets = served.iter().filter(|r| r.op == "GetObject").count();
+    let gets = served
+        .iter()
+        .filter(|r| r.op == "GetObject" && r.uri.starts_with(&format!("/{SRC}/")))
+        .count();
     assert_eq!(gets, files.len(), "one GET per file: {served:#?}");
 
     let out = ctagg(
@@ -392,4 +395,44 @@ async fn no_region_or_credentials_is_said_as_such() {
     assert!(stderr.contains("Environment: "), "{stderr}");
     assert!(stderr.lines().count() <= 8, "a few lines: {stderr}");
     assert!(!stderr.contains("WARN"), "{stderr}");
+}
+
+/// No secret and no record content reaches the log at any level: a day run at trace
+/// (our crate via LOG_LEVEL, and everything via RUST_LOG) over a record holding a
+/// marker, with a marked secret key, prints neither marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_or_record_content_in_the_log() {
+    const RECORD_MARKER: &str = "MARKER-in-a-record-7f3a9c";
+    let server = S3::new();
+    let s3 = server.client();
+    create_bucket(&s3, SRC).await;
+    create_bucket(&s3, DST).await;
+    let rec =
+        format!("{{\"eventID\":\"e1\",\"requestParameters\":{{\"secret\":\"{RECORD_MARKER}\"}}}}");
+    put(
+        &s3,
+        SRC,
+        &log_key("AWSLogs/", "111111111111", "us-east-1", "2024/02/12", 0),
+        gzip(&delivery(&[rec])),
+    )
+    .await;
+    let endpoint = server.serve_tcp().await;
+    for level in [("LOG_LEVEL", "trace"), ("RUST_LOG", "trace")] {
+        let out = ctagg(&endpoint, &["run", "2024-02-12"], &[level]).await;
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.lines().count() > 10,
+            "{level:?}: the log says things: {stderr}"
+        );
+        assert!(
+            !stderr.contains(RECORD_MARKER),
+            "{level:?}: a record's content is in the log"
+        );
+        assert!(
+            !stderr.contains(SECRET_KEY),
+            "{level:?}: the secret key is in the log"
+        );
+        assert!(!text(&out.stdout).contains(RECORD_MARKER));
+    }
 }

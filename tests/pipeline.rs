@@ -901,8 +901,9 @@ async fn a_connection_lost_mid_object_is_resumed() {
 #[tokio::test]
 async fn a_connection_lost_again_and_again_fails_the_day() {
     use cloudtrail_aggregator::source::STREAM_RESUMES;
+    // ~1 MB, 50 KB at a time: more resumes than allowed.
     let (result, ranges, _, server) = run_breaking(Breaks {
-        after: 200_000,
+        after: 50_000,
         times: usize::MAX,
         ..Breaks::default()
     })
@@ -912,7 +913,10 @@ async fn a_connection_lost_again_and_again_fails_the_day() {
         err.contains(&format!("(after {STREAM_RESUMES} resumed reads)")),
         "{err}"
     );
-    assert_eq!(ranges.len() as u32, 1 + STREAM_RESUMES, "{ranges:?}");
+    // Each resume asks for the rest (the SDK may send a request again when its answer
+    // broke off before any of the body came).
+    let resumed = ranges.iter().filter(|r| r.is_some()).count() as u32;
+    assert!(resumed >= STREAM_RESUMES, "{ranges:?}");
 }
 
 /// An answer to the request for the rest that is not the asked-for range (a server
@@ -989,15 +993,19 @@ async fn uploads_to_an_s3_compatible_endpoint_carry_no_optional_checksum() {
                 .filter(|r| r.op == "PutObject" || r.op == "UploadPart")
                 .map(|r| (r.op, r.checksum))
                 .collect();
-            // The chunk's two parts and the manifest.
+            // The lease, the chunk's two parts and the manifest.
             let ops: Vec<&str> = puts.iter().map(|(op, _)| op.as_str()).collect();
-            assert_eq!(ops, ["UploadPart", "UploadPart", "PutObject"], "{puts:?}");
+            assert_eq!(
+                ops,
+                ["PutObject", "UploadPart", "UploadPart", "PutObject"],
+                "{puts:?}"
+            );
             puts.into_iter()
                 .map(|(_, checksum)| checksum)
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(puts(false).await, [None, None, None]);
+    assert_eq!(puts(false).await, [None, None, None, None]);
     assert_lines(&output(&plain).await.1, &want);
 
     let with = puts(true).await;

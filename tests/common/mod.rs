@@ -3,6 +3,7 @@
 //! loopback, plus generators of CloudTrail-shaped data.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -135,7 +136,12 @@ impl S3 {
     /// [`S3::serve_tcp`], whose answers to the GETs `breaks` names break off mid-body
     /// (the connection is dropped, as a lost connection would be).
     pub async fn serve_tcp_breaking(&self, breaks: Arc<Breaks>) -> String {
-        self.serve(breaks).await
+        self.serve(breaks, Arc::default()).await
+    }
+
+    /// [`S3::serve_tcp`], with `faults` injected into the requests it is sent.
+    pub async fn serve_tcp_faulty(&self, faults: Arc<Faults>) -> String {
+        self.serve(Arc::default(), faults).await
     }
 
     /// How many connections the TCP server accepted.
@@ -143,7 +149,7 @@ impl S3 {
         self.accepted.load(Ordering::Relaxed)
     }
 
-    async fn serve(&self, breaks: Arc<Breaks>) -> String {
+    async fn serve(&self, breaks: Arc<Breaks>, faults: Arc<Faults>) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let service = self.service.clone();
@@ -157,14 +163,60 @@ impl S3 {
                 let _ = socket.set_nodelay(true);
                 let service = service.clone();
                 let breaks = breaks.clone();
+                let faults = faults.clone();
                 let breaking = hyper::service::service_fn(move |req| {
                     let service = service.clone();
-                    let after = breaks.next(&req);
+                    let mut after = breaks.next(&req);
                     let unranged = breaks.unranged && req.headers().contains_key("range");
+                    let fault = faults.pick(&req);
                     async move {
+                        let answer_with = |status: u16, code: &str| {
+                            let xml = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by the test</Message><RequestId>test</RequestId></Error>");
+                            let mut r = hyper::Response::new(BreakAfter {
+                                body: s3s::Body::from(xml),
+                                after: None,
+                            });
+                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            r.headers_mut()
+                                .insert("content-type", "application/xml".parse().unwrap());
+                            Ok(r)
+                        };
+                        match fault {
+                            Some(Fault::SlowDown) => return answer_with(503, "SlowDown"),
+                            Some(Fault::Internal) => return answer_with(500, "InternalError"),
+                            Some(Fault::Drop) => {
+                                return Err(s3s::HttpError::new(
+                                    "connection dropped by the test".into(),
+                                ))
+                            }
+                            Some(Fault::SlowFirstByte(d)) => tokio::time::sleep(d).await,
+                            _ => {}
+                        }
                         let mut answer = hyper::service::Service::call(&service, req).await?;
                         if unranged {
                             answer.headers_mut().remove("content-range");
+                        }
+                        let len = answer
+                            .headers()
+                            .get("content-length")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        match fault {
+                            Some(Fault::CutBody { announced }) if len > 1 => {
+                                after = Some(len / 2);
+                                if !announced {
+                                    answer.headers_mut().remove("content-length");
+                                }
+                            }
+                            Some(Fault::OtherSize) if len > 1 => {
+                                let other = vec![b'x'; len / 2];
+                                answer
+                                    .headers_mut()
+                                    .insert("content-length", other.len().into());
+                                *answer.body_mut() = s3s::Body::from(other);
+                            }
+                            _ => {}
                         }
                         Ok::<_, s3s::HttpError>(answer.map(|body| BreakAfter { body, after }))
                     }
@@ -181,8 +233,17 @@ impl S3 {
     }
 
     /// An SDK configuration for the tests' credentials and the server at `endpoint`
-    /// (from [`S3::serve_tcp`]): the SDK's own HTTP client, as in the Lambda.
+    /// (from [`S3::serve_tcp`]): the SDK's own HTTP client and the binaries' retries, as
+    /// in the Lambda.
     pub fn sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
+        S3::sdk_config_retrying(endpoint, cloudtrail_aggregator::aws::retry_config())
+    }
+
+    /// [`S3::sdk_config_at`] with other retries.
+    pub fn sdk_config_retrying(
+        endpoint: &str,
+        retries: aws_config::retry::RetryConfig,
+    ) -> aws_config::SdkConfig {
         aws_config::SdkConfig::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
             .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(
@@ -190,6 +251,7 @@ impl S3 {
             ))
             .region(Region::new(REGION))
             .endpoint_url(endpoint)
+            .retry_config(retries)
             .build()
     }
 }
@@ -224,6 +286,124 @@ impl Breaks {
         let mut ranges = self.ranges.lock().unwrap();
         ranges.push(range);
         (ranges.len() <= self.times).then_some(self.after)
+    }
+}
+
+/// A rate that faults the first attempt of every request and no other.
+pub const FIRST_ATTEMPT: u64 = u64::MAX;
+
+/// A fault the test server injects into a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// `503 SlowDown`, as S3 answers while it scales a prefix up.
+    SlowDown,
+    /// `500 InternalError`.
+    Internal,
+    /// The connection closed before any answer.
+    Drop,
+    /// The answer's body broken off halfway, with its `Content-Length` announced or
+    /// without (sent chunked).
+    CutBody { announced: bool },
+    /// The answer held back this long before its first byte.
+    SlowFirstByte(std::time::Duration),
+    /// The answer is an object of another size than the one listed (replaced since).
+    OtherSize,
+}
+
+/// Which requests get which fault: the first rule whose operation matches and whose
+/// draw falls under its rate. The draw is a hash of the seed, the request (method,
+/// path and query) and how many times that request was sent before, so a run's faults
+/// do not depend on timing.
+#[derive(Debug, Default)]
+pub struct Faults {
+    pub seed: u64,
+    /// (operation as [`operation`] names it, or `"*"`, optionally followed by a space and
+    /// the start of the path, e.g. `"GetObject /cloudtrail-logs/"`; the fault; per mille
+    /// of the requests, 1000 for every one, [`FIRST_ATTEMPT`] for the first attempt of
+    /// every request: each is sent again and then passes).
+    pub rules: Vec<(&'static str, Fault, u64)>,
+    sent: Mutex<HashMap<String, u64>>,
+    /// The faults injected, as (operation, fault).
+    pub injected: Mutex<Vec<(&'static str, Fault)>>,
+}
+
+impl Faults {
+    pub fn new(seed: u64, rules: Vec<(&'static str, Fault, u64)>) -> Arc<Faults> {
+        Arc::new(Faults {
+            seed,
+            rules,
+            ..Faults::default()
+        })
+    }
+
+    fn pick<B>(&self, req: &hyper::Request<B>) -> Option<Fault> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let op = operation(req);
+        let what = format!("{} {}", req.method(), req.uri());
+        let n = {
+            let mut sent = self.sent.lock().unwrap();
+            let n = sent.entry(what.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let draw = fnv(&format!("{}|{what}|{n}", self.seed)) % 1000;
+        let fault = self
+            .rules
+            .iter()
+            .find(|(rule, _, per_mille)| {
+                let (rule_op, path) = rule.split_once(' ').unwrap_or((rule, ""));
+                let hit = match *per_mille {
+                    FIRST_ATTEMPT => n == 1,
+                    rate => draw < rate,
+                };
+                (rule_op == "*" || rule_op == op) && req.uri().path().starts_with(path) && hit
+            })
+            .map(|(_, f, _)| *f)?;
+        self.injected.lock().unwrap().push((op, fault));
+        Some(fault)
+    }
+
+    /// How many faults were injected into `op`.
+    pub fn count(&self, op: &str) -> usize {
+        self.injected
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(o, _)| *o == op)
+            .count()
+    }
+}
+
+fn fnv(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// The S3 operation of a request, from its method and query.
+pub fn operation<B>(req: &hyper::Request<B>) -> &'static str {
+    let query = req.uri().query().unwrap_or("");
+    let has = |k: &str| {
+        query
+            .split('&')
+            .any(|p| p == k || p.starts_with(&format!("{k}=")))
+    };
+    match *req.method() {
+        hyper::Method::GET if has("list-type") => "ListObjectsV2",
+        hyper::Method::GET => "GetObject",
+        hyper::Method::HEAD => "HeadObject",
+        hyper::Method::PUT if has("partNumber") => "UploadPart",
+        hyper::Method::PUT => "PutObject",
+        hyper::Method::POST if has("uploads") => "CreateMultipartUpload",
+        hyper::Method::POST if has("uploadId") => "CompleteMultipartUpload",
+        hyper::Method::DELETE if has("uploadId") => "AbortMultipartUpload",
+        hyper::Method::DELETE => "DeleteObject",
+        _ => "other",
     }
 }
 

@@ -1,0 +1,270 @@
+//! Lease: one run per day at a time.
+//!
+//! Before it writes anything, a run takes the day's lease: `_lease.json` in the day's
+//! output folder (`_`-prefixed, so Athena and Hive skip it), created with a
+//! conditional PutObject (`If-None-Match: *`). It holds the run's id and an expiry: the
+//! run's deadline (the Lambda's, less its margin) or, without one, [`LEASE_WITHOUT_DEADLINE`]
+//! from the start. A run that finds a live lease fails with [`Error::Leased`] — its SQS
+//! message is then redelivered after the visibility timeout — and an expired lease (a
+//! run that was killed) is taken over with `If-Match` on its ETag, so that of two runs
+//! taking over at once only one wins. The writes that finish the day — stale-chunk
+//! deletion and the manifest — are made only after [`Lease::check`] has seen the lease
+//! still the run's own, and the lease is deleted after the manifest (or when the run
+//! fails, so that a retry need not wait for the expiry).
+
+use std::time::Duration;
+
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use aws_smithy_runtime_api::http::Response;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::error::Error;
+use crate::source::STREAM_RESUMES;
+use crate::trigger::Day;
+
+/// The lease's object name in the day's output folder.
+pub const LEASE_NAME: &str = "_lease.json";
+/// How long after writing the lease a run reads it again (see [`Lease::settle`]).
+pub const LEASE_SETTLE: Duration = Duration::from_millis(200);
+/// How long a run without a deadline (`ctagg run`) holds the day.
+pub const LEASE_WITHOUT_DEADLINE: Duration = Duration::from_secs(2 * 3600);
+
+/// What `_lease.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseBody {
+    pub run: String,
+    pub day: String,
+    /// RFC 3339, UTC.
+    pub expires: String,
+}
+
+/// The day's lease, held by this run.
+#[derive(Debug)]
+pub struct Lease {
+    bucket: String,
+    key: String,
+    run: String,
+    etag: Option<String>,
+}
+
+/// A new run id: the process, the time, and a counter (unique among runs).
+pub fn run_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    let host = std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default();
+    let now = Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
+    format!(
+        "{now}-{}-{n}{}{host}",
+        std::process::id(),
+        if host.is_empty() { "" } else { "@" }
+    )
+}
+
+/// Whether an SDK error is S3's answer that a condition failed (`412`, or `409` for
+/// a conditional write that raced another).
+fn condition_failed<E>(e: &SdkError<E, Response>) -> bool {
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    matches!(status, Some(412 | 409))
+}
+
+impl Lease {
+    /// Takes the lease of `day` under `dst_prefix` for run `run` until `expires`.
+    pub async fn acquire(
+        s3: &Client,
+        bucket: &str,
+        dst_prefix: &str,
+        day: Day,
+        run: &str,
+        expires: DateTime<Utc>,
+    ) -> Result<Lease, Error> {
+        let key = format!("{dst_prefix}{}{LEASE_NAME}", day.path());
+        let body = LeaseBody {
+            run: run.to_string(),
+            day: day.to_string(),
+            expires: expires.to_rfc3339_opts(SecondsFormat::Secs, true),
+        };
+        let json = serde_json::to_vec_pretty(&body).expect("a lease always serialises");
+        let put = |cond: Cond| {
+            let req = s3
+                .put_object()
+                .bucket(bucket)
+                .key(&key)
+                .content_type("application/json")
+                .body(ByteStream::from(json.clone()));
+            match cond {
+                Cond::Absent => req.if_none_match("*"),
+                Cond::Etag(etag) => req.if_match(etag),
+            }
+            .send()
+        };
+        let mut lease = Lease {
+            bucket: bucket.to_string(),
+            key: key.clone(),
+            run: run.to_string(),
+            etag: None,
+        };
+        // Taken, or held by another run; released between our two requests, try again.
+        for _ in 0..3 {
+            match put(Cond::Absent).await {
+                Ok(out) => {
+                    lease.etag = out.e_tag;
+                    lease.settle(s3, day).await?;
+                    info!(day = %day, run, lease = %lease.url(), expires = %body.expires, "lease taken");
+                    return Ok(lease);
+                }
+                Err(e) if condition_failed(&e) => {}
+                Err(e) => {
+                    let what = "PutObject (taking the day's lease)";
+                    return Err(Error::s3(what, bucket, &key, e));
+                }
+            }
+            // Held: whose, and until when?
+            let Some((held, etag)) = lease.read(s3).await? else {
+                continue;
+            };
+            let now = Utc::now();
+            let until = DateTime::parse_from_rfc3339(&held.expires)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or(now);
+            let Some(etag) = etag.filter(|_| until <= now) else {
+                return Err(lease.leased(day, &held.run, &held.expires));
+            };
+            return match put(Cond::Etag(etag)).await {
+                Ok(out) => {
+                    lease.etag = out.e_tag;
+                    lease.settle(s3, day).await?;
+                    warn!(day = %day, run, expired_run = %held.run, expired = %held.expires, lease = %lease.url(), "expired lease taken over");
+                    Ok(lease)
+                }
+                Err(e) if condition_failed(&e) => Err(lease.leased(
+                    day,
+                    "another run (it took the expired lease over first)",
+                    "its deadline",
+                )),
+                Err(e) => {
+                    let what = "PutObject (taking over the day's expired lease)";
+                    Err(Error::s3(what, bucket, &key, e))
+                }
+            };
+        }
+        Err(lease.leased(
+            day,
+            "other runs (taken and released three times meanwhile)",
+            "now",
+        ))
+    }
+
+    /// Reads the lease again a moment after it was written: a server whose conditional
+    /// writes are not atomic (S3's are; some S3-compatible servers check, then write)
+    /// can let two runs both create it, and the one whose write landed last holds it.
+    async fn settle(&self, s3: &Client, day: Day) -> Result<(), Error> {
+        tokio::time::sleep(LEASE_SETTLE).await;
+        match self.read(s3).await? {
+            Some((held, etag))
+                if held.run == self.run && (self.etag.is_none() || etag == self.etag) =>
+            {
+                Ok(())
+            }
+            Some((held, _)) => Err(self.leased(day, &held.run, &held.expires)),
+            None => Err(self.leased(
+                day,
+                "another run (it took and released the lease meanwhile)",
+                "now",
+            )),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    fn leased(&self, day: Day, run: &str, until: &str) -> Error {
+        Error::Leased {
+            day: day.to_string(),
+            run: run.to_string(),
+            until: until.to_string(),
+            lease: self.url(),
+        }
+    }
+
+    /// The lease as stored, and its ETag; `None` when there is none. (A body broken
+    /// off is asked for again: the SDK retries requests, not the bodies it hands out.)
+    async fn read(&self, s3: &Client) -> Result<Option<(LeaseBody, Option<String>)>, Error> {
+        let what = "GetObject (reading the day's lease)";
+        let mut again = 0;
+        let (bytes, etag) = loop {
+            let out = match s3
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .send()
+                .await
+            {
+                Ok(out) => out,
+                Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(Error::s3(what, &self.bucket, &self.key, e)),
+            };
+            let etag = out.e_tag.clone();
+            match out.body.collect().await {
+                Ok(body) => break (body.into_bytes(), etag),
+                Err(e) if again < STREAM_RESUMES => {
+                    again += 1;
+                    warn!(lease = %self.url(), error = %crate::error::error_chain(&e), "body broken off; asking for it again");
+                }
+                Err(e) => return Err(Error::s3_read(what, &self.bucket, &self.key, &e)),
+            }
+        };
+        let body = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::s3_detail(what, &self.bucket, &self.key, format!("not a lease: {e}"))
+        })?;
+        Ok(Some((body, etag)))
+    }
+
+    /// Fails unless the lease is still this run's (not taken over since).
+    pub async fn check(&self, s3: &Client) -> Result<(), Error> {
+        let now = match self.read(s3).await? {
+            Some((held, etag))
+                if held.run == self.run && (self.etag.is_none() || etag == self.etag) =>
+            {
+                return Ok(())
+            }
+            Some((held, _)) => held.run,
+            None => "no run (it was deleted)".to_string(),
+        };
+        Err(Error::LeaseLost {
+            lease: self.url(),
+            run: self.run.clone(),
+            now,
+        })
+    }
+
+    /// Deletes the lease (best effort: a lease left behind expires).
+    pub async fn release(self, s3: &Client) {
+        let res = s3
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .send()
+            .await;
+        match res {
+            Ok(_) => info!(lease = %self.url(), "lease released"),
+            Err(e) => {
+                warn!(lease = %self.url(), error = %crate::error::error_chain(&e), "could not release the lease; it expires by itself")
+            }
+        }
+    }
+}
+
+enum Cond {
+    Absent,
+    Etag(String),
+}
