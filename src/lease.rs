@@ -6,8 +6,9 @@
 //! run's deadline (the Lambda's, less its margin) or, without one, [`LEASE_WITHOUT_DEADLINE`]
 //! from the start. A run that finds a live lease fails with [`Error::Leased`] — its SQS
 //! message is then redelivered after the visibility timeout — and an expired lease (a
-//! run that was killed) is taken over with `If-Match` on its ETag, so that of two runs
-//! taking over at once only one wins. The writes that finish the day — stale-chunk
+//! run that was killed), or one of a process of this machine that has ended (a killed
+//! `ctagg run`, rerun on the same machine), is taken over with `If-Match` on its ETag,
+//! so that of two runs taking over at once only one wins. The writes that finish the day — stale-chunk
 //! deletion and the manifest — are made only after [`Lease::check`] has seen the lease
 //! still the run's own, and the lease is deleted after the manifest (or when the run
 //! fails, so that a retry need not wait for the expiry).
@@ -40,6 +41,42 @@ pub struct LeaseBody {
     pub day: String,
     /// RFC 3339, UTC.
     pub expires: String,
+    /// Where a run outside Lambda holds it: its machine and process, so that a rerun
+    /// on that machine after a kill need not wait for the expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
+}
+
+/// A process on a machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    pub host: String,
+    pub pid: u32,
+}
+
+impl Process {
+    /// This process, outside Lambda on a machine with a name (`None` in Lambda, where a
+    /// killed invocation's sandbox is gone, and a pid says nothing).
+    fn this() -> Option<Process> {
+        if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+            return None;
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())?;
+        Some(Process {
+            host,
+            pid: std::process::id(),
+        })
+    }
+
+    /// Whether this is a process of this machine that has ended.
+    fn ended_here(&self) -> bool {
+        Process::this().is_some_and(|me| me.host == self.host)
+            && self.pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
 }
 
 /// The day's lease, held by this run.
@@ -89,6 +126,7 @@ impl Lease {
             run: run.to_string(),
             day: day.to_string(),
             expires: expires.to_rfc3339_opts(SecondsFormat::Secs, true),
+            process: Process::this(),
         };
         let json = serde_json::to_vec_pretty(&body).expect("a lease always serialises");
         let put = |cond: Cond| {
@@ -133,7 +171,10 @@ impl Lease {
             let until = DateTime::parse_from_rfc3339(&held.expires)
                 .map(|t| t.with_timezone(&Utc))
                 .unwrap_or(now);
-            let Some(etag) = etag.filter(|_| until <= now) else {
+            // Expired, or held by a process of this machine that has ended (a killed
+            // `ctagg run`): taken over.
+            let gone = held.process.as_ref().is_some_and(Process::ended_here);
+            let Some(etag) = etag.filter(|_| until <= now || gone) else {
                 return Err(lease.leased(day, &held.run, &held.expires));
             };
             return match put(Cond::Etag(etag)).await {

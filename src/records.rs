@@ -802,6 +802,15 @@ mod tests {
         assert_eq!(streamed(&gz).unwrap(), recs);
     }
 
+    /// Numbers past f64's range are valid JSON and pass through as they are (found by
+    /// tests/fuzz.rs, where serde_json's `Value` refused them as a reference).
+    #[test]
+    fn numbers_of_any_size_pass_through() {
+        let rec = r#"{"n":1e999,"m":-123456789012345678901234567890,"f":0.1e-999}"#;
+        let src = format!("{{\"Records\":[{rec}]}}");
+        assert_eq!(all(src.as_bytes()).unwrap(), vec![rec.as_bytes().to_vec()]);
+    }
+
     /// One byte per read gives the same records (escapes and strings split across reads).
     #[test]
     fn one_byte_reads() {

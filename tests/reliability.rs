@@ -94,6 +94,7 @@ async fn put_lease(s3: &Client, run: &str, expires: chrono::DateTime<chrono::Utc
         run: run.into(),
         day: "2024-02-12".into(),
         expires: expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        process: None,
     };
     put(s3, DST, LEASE, serde_json::to_vec(&body).unwrap()).await;
 }
@@ -193,6 +194,43 @@ async fn a_killed_run_is_redone_exactly_after_its_lease_expires() {
         .await
         .unwrap();
     assert_day_whole(&s3, &want).await;
+}
+
+/// A live lease of a process of this machine that has ended (a killed `ctagg run`) is
+/// taken over at once by a rerun on the same machine; one of a process still running
+/// is not.
+#[tokio::test]
+async fn a_lease_of_an_ended_process_here_is_taken_over() {
+    let (_server, s3, want) = day_of(3, 5).await;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let until = chrono::Utc::now() + chrono::Duration::minutes(30);
+    let lease = |pid: u32| LeaseBody {
+        run: format!("killed-{pid}"),
+        day: "2024-02-12".into(),
+        expires: until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        process: Some(cloudtrail_aggregator::lease::Process {
+            host: host.clone(),
+            pid,
+        }),
+    };
+    // A process that has ended: a child, waited for.
+    let ended = std::process::Command::new("true").spawn().unwrap();
+    let pid = ended.id();
+    ended.wait_with_output().unwrap();
+    put(&s3, DST, LEASE, serde_json::to_vec(&lease(pid)).unwrap()).await;
+    aggregate_day(&s3, &config(&[]), day(), RunOptions::default())
+        .await
+        .unwrap();
+    assert_day_whole(&s3, &want).await;
+    // pid 1 is running.
+    put(&s3, DST, LEASE, serde_json::to_vec(&lease(1)).unwrap()).await;
+    let err = aggregate_day(&s3, &config(&[]), day(), RunOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Leased { .. }), "{err:?}");
 }
 
 /// The same message delivered twice: in one batch, one after the other, both succeed
