@@ -72,28 +72,9 @@ async fn run(
     (result, plain, want, started.elapsed(), server)
 }
 
-/// The output is whole: the manifest lists exactly the chunks in the folder, which
-/// hold exactly the day's records in order.
+/// The output is whole (see `common::assert_day_whole`).
 async fn assert_whole(s3: &Client, want: &[Expected]) {
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&get(s3, DST, MANIFEST).await.expect("a manifest")).unwrap();
-    let listed: Vec<String> = manifest["chunks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["key"].as_str().unwrap().to_string())
-        .collect();
-    let present: Vec<String> = keys(s3, DST, FOLDER)
-        .await
-        .into_iter()
-        .filter(|k| k.ends_with(".ndjson.gz"))
-        .collect();
-    assert_eq!(listed, present);
-    let mut ndjson = Vec::new();
-    for k in &present {
-        ndjson.extend(gunzip(&get(s3, DST, k).await.unwrap()));
-    }
-    assert_lines(&ndjson, want);
+    assert_day_whole(s3, DST, FOLDER, want).await;
 }
 
 /// A transient fault on `op` (`per_mille` of its requests, or the first attempt of

@@ -60,32 +60,9 @@ async fn day_of(files: usize, per_file: usize) -> (S3, Client, Vec<Expected>) {
     (server, s3, want)
 }
 
-/// The day folder as it is: the manifest's chunk keys equal the chunks in the folder,
-/// and those hold exactly `want`, in order; no lease is left behind.
+/// The day folder is whole (see `common::assert_day_whole`) and no lease is left.
 async fn assert_day_whole(s3: &Client, want: &[Expected]) {
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&get(s3, DST, MANIFEST).await.expect("a manifest")).unwrap();
-    let listed: Vec<String> = manifest["chunks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["key"].as_str().unwrap().to_string())
-        .collect();
-    let present: Vec<String> = keys(s3, DST, FOLDER)
-        .await
-        .into_iter()
-        .filter(|k| k.ends_with(".ndjson.gz"))
-        .collect();
-    assert_eq!(
-        listed, present,
-        "the manifest lists exactly the chunks in the folder"
-    );
-    let mut ndjson = Vec::new();
-    for k in &present {
-        ndjson.extend(gunzip(&get(s3, DST, k).await.unwrap()));
-    }
-    assert_lines(&ndjson, want);
-    assert_eq!(manifest["records"], want.len() as u64);
+    common::assert_day_whole(s3, DST, FOLDER, want).await;
     assert_eq!(get(s3, DST, LEASE).await, None, "the lease is released");
 }
 

@@ -794,3 +794,33 @@ pub async fn forward_proxy() -> (String, Proxied) {
     });
     (format!("http://{addr}"), proxied)
 }
+
+/// A day's output folder is whole: its `_manifest.json` lists exactly the chunks in the
+/// folder, in order, and they hold exactly `want`, in order.
+pub async fn assert_day_whole(s3: &Client, bucket: &str, folder: &str, want: &[Expected]) {
+    let manifest = get(s3, bucket, &format!("{folder}_manifest.json"))
+        .await
+        .expect("a manifest");
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let listed: Vec<String> = manifest["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["key"].as_str().unwrap().to_string())
+        .collect();
+    let present: Vec<String> = keys(s3, bucket, folder)
+        .await
+        .into_iter()
+        .filter(|k| k.ends_with(".ndjson.gz"))
+        .collect();
+    assert_eq!(
+        listed, present,
+        "the manifest lists exactly the chunks in the folder"
+    );
+    let mut ndjson = Vec::new();
+    for k in &present {
+        ndjson.extend(gunzip(&get(s3, bucket, k).await.unwrap()));
+    }
+    assert_lines(&ndjson, want);
+    assert_eq!(manifest["records"], want.len() as u64);
+}
