@@ -208,11 +208,7 @@ impl Lease {
     async fn settle(&self, s3: &Client, day: Day) -> Result<(), Error> {
         tokio::time::sleep(LEASE_SETTLE).await;
         match self.read(s3).await? {
-            Some((held, etag))
-                if held.run == self.run && (self.etag.is_none() || etag == self.etag) =>
-            {
-                Ok(())
-            }
+            Some((held, etag)) if self.holds(&held, &etag) => Ok(()),
             Some((held, _)) => Err(self.leased(day, &held.run, &held.expires)),
             None => Err(self.leased(
                 day,
@@ -220,6 +216,11 @@ impl Lease {
                 "now",
             )),
         }
+    }
+
+    /// Whether `held` (stored with `etag`) is this run's lease as it wrote it.
+    fn holds(&self, held: &LeaseBody, etag: &Option<String>) -> bool {
+        held.run == self.run && (self.etag.is_none() || *etag == self.etag)
     }
 
     fn url(&self) -> String {
@@ -273,11 +274,7 @@ impl Lease {
     /// Fails unless the lease is still this run's (not taken over since).
     pub async fn check(&self, s3: &Client) -> Result<(), Error> {
         let now = match self.read(s3).await? {
-            Some((held, etag))
-                if held.run == self.run && (self.etag.is_none() || etag == self.etag) =>
-            {
-                return Ok(())
-            }
+            Some((held, etag)) if self.holds(&held, &etag) => return Ok(()),
             Some((held, _)) => held.run,
             None => "no run (it was deleted)".to_string(),
         };
