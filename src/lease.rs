@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use aws_sdk_s3::config::ResponseChecksumValidation;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
@@ -85,7 +86,6 @@ pub struct Lease {
     bucket: String,
     key: String,
     run: String,
-    etag: Option<String>,
 }
 
 /// A new run id: the process, the time, and a counter (unique among runs).
@@ -142,17 +142,15 @@ impl Lease {
             }
             .send()
         };
-        let mut lease = Lease {
+        let lease = Lease {
             bucket: bucket.to_string(),
             key: key.clone(),
             run: run.to_string(),
-            etag: None,
         };
         // Taken, or held by another run; released between our two requests, try again.
         for _ in 0..3 {
             match put(Cond::Absent).await {
-                Ok(out) => {
-                    lease.etag = out.e_tag;
+                Ok(_) => {
                     lease.settle(s3, day).await?;
                     info!(day = %day, run, lease = %lease.url(), expires = %body.expires, "lease taken");
                     return Ok(lease);
@@ -178,8 +176,7 @@ impl Lease {
                 return Err(lease.leased(day, &held.run, &held.expires));
             };
             return match put(Cond::Etag(etag)).await {
-                Ok(out) => {
-                    lease.etag = out.e_tag;
+                Ok(_) => {
                     lease.settle(s3, day).await?;
                     warn!(day = %day, run, expired_run = %held.run, expired = %held.expires, lease = %lease.url(), "expired lease taken over");
                     Ok(lease)
@@ -203,12 +200,13 @@ impl Lease {
     }
 
     /// Reads the lease again a moment after it was written: a server whose conditional
-    /// writes are not atomic (S3's are; some S3-compatible servers check, then write)
-    /// can let two runs both create it, and the one whose write landed last holds it.
+    /// writes are not atomic (S3's are; some S3-compatible servers, s3s-fs among them,
+    /// check, then write) can let two runs both create it, and the one whose body landed
+    /// last holds it.
     async fn settle(&self, s3: &Client, day: Day) -> Result<(), Error> {
         tokio::time::sleep(LEASE_SETTLE).await;
         match self.read(s3).await? {
-            Some((held, etag)) if self.holds(&held, &etag) => Ok(()),
+            Some((held, _)) if self.holds(&held) => Ok(()),
             Some((held, _)) => Err(self.leased(day, &held.run, &held.expires)),
             None => Err(self.leased(
                 day,
@@ -218,9 +216,11 @@ impl Lease {
         }
     }
 
-    /// Whether `held` (stored with `etag`) is this run's lease as it wrote it.
-    fn holds(&self, held: &LeaseBody, etag: &Option<String>) -> bool {
-        held.run == self.run && (self.etag.is_none() || *etag == self.etag)
+    /// Whether `held` is this run's lease. The body alone decides: run ids are unique,
+    /// and on a server whose conditional writes race (see [`Lease::settle`]) the ETag
+    /// stored beside a body can be the other writer's.
+    fn holds(&self, held: &LeaseBody) -> bool {
+        held.run == self.run
     }
 
     fn url(&self) -> String {
@@ -238,6 +238,12 @@ impl Lease {
 
     /// The lease as stored, and its ETag; `None` when there is none. (A body broken
     /// off is asked for again: the SDK retries requests, not the bodies it hands out.)
+    ///
+    /// The SDK's response checksum is not validated here: on a server whose
+    /// conditional writes race, two runs creating the lease at once can leave one's body
+    /// stored with the other's checksum, and every later read would fail on it. The
+    /// body is a small JSON object that is parsed and compared whole, so a damaged one
+    /// still fails (as "not a lease") or holds another run's id.
     async fn read(&self, s3: &Client) -> Result<Option<(LeaseBody, Option<String>)>, Error> {
         let what = "GetObject (reading the day's lease)";
         let mut again = 0;
@@ -246,6 +252,11 @@ impl Lease {
                 .get_object()
                 .bucket(&self.bucket)
                 .key(&self.key)
+                .customize()
+                .config_override(
+                    aws_sdk_s3::config::Builder::default()
+                        .response_checksum_validation(ResponseChecksumValidation::WhenRequired),
+                )
                 .send()
                 .await
             {
@@ -274,7 +285,7 @@ impl Lease {
     /// Fails unless the lease is still this run's (not taken over since).
     pub async fn check(&self, s3: &Client) -> Result<(), Error> {
         let now = match self.read(s3).await? {
-            Some((held, etag)) if self.holds(&held, &etag) => return Ok(()),
+            Some((held, _)) if self.holds(&held) => return Ok(()),
             Some((held, _)) => held.run,
             None => "no run (it was deleted)".to_string(),
         };

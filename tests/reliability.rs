@@ -173,6 +173,26 @@ async fn a_killed_run_is_redone_exactly_after_its_lease_expires() {
     assert_day_whole(&s3, &want).await;
 }
 
+/// Two runs that created the lease at once on a server whose conditional writes are
+/// not atomic (s3s-fs checks, then writes) can leave one run's body stored with the
+/// other's checksum and ETag. The lease is still read (its body decides), so the
+/// next run takes the expired lease over instead of failing on the checksum forever.
+#[tokio::test]
+async fn a_lease_stored_with_another_writes_checksum_is_still_read() {
+    let (server, s3, want) = day_of(3, 5).await;
+    let expired = chrono::Utc::now() - chrono::Duration::seconds(1);
+    put_lease(&s3, "racer-a", expired).await;
+    // The other racer's body, of the same length, lands last on disk; the checksum and
+    // ETag stored beside it stay racer-a's.
+    let path = server.root.join(DST).join(LEASE);
+    let body = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, body.replace("racer-a", "racer-b")).unwrap();
+    aggregate_day(&s3, &config(&[]), day(), RunOptions::default())
+        .await
+        .unwrap();
+    assert_day_whole(&s3, &want).await;
+}
+
 /// A live lease of a process of this machine that has ended (a killed `ctagg run`) is
 /// taken over at once by a rerun on the same machine; one of a process still running
 /// is not.
