@@ -229,6 +229,34 @@ impl ChunkBuilder {
     }
 }
 
+/// A builder of output chunks of one format, driven by [`compress`]: gzip NDJSON
+/// ([`ChunkBuilder`]) or Parquet ([`crate::parquet_chunks::ParquetBuilder`]).
+pub trait Build: Send {
+    /// Adds a block of lines (one record each), in order.
+    fn push_lines(&mut self, lines: &Lines) -> io::Result<()>;
+    /// Closes the last chunk (if it has any record).
+    fn finish(&mut self) -> io::Result<()>;
+    /// Takes the pieces produced so far, in order.
+    fn pieces(&mut self) -> std::collections::vec_deque::Drain<'_, Piece>;
+    /// Number of chunks closed so far.
+    fn chunks_closed(&self) -> u32;
+}
+
+impl Build for ChunkBuilder {
+    fn push_lines(&mut self, lines: &Lines) -> io::Result<()> {
+        ChunkBuilder::push_lines(self, lines)
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        ChunkBuilder::finish(self)
+    }
+    fn pieces(&mut self) -> std::collections::vec_deque::Drain<'_, Piece> {
+        ChunkBuilder::pieces(self)
+    }
+    fn chunks_closed(&self) -> u32 {
+        ChunkBuilder::chunks_closed(self)
+    }
+}
+
 /// Size of the blocks of lines passed from the records stage to the chunks stage.
 const LINES_BLOCK: usize = 256 * 1024;
 
@@ -305,10 +333,10 @@ impl RecordSink for LineBlocks {
 /// returns `false` (the next stage has gone).
 pub fn compress(
     lines: LineBlocksRx,
-    builder: &mut ChunkBuilder,
+    builder: &mut dyn Build,
     mut hand_out: impl FnMut(Piece) -> bool,
 ) -> io::Result<()> {
-    let mut hand_out_all = |builder: &mut ChunkBuilder| builder.pieces().all(&mut hand_out);
+    let mut hand_out_all = |builder: &mut dyn Build| builder.pieces().all(&mut hand_out);
     for block in lines.rx.iter() {
         builder.push_lines(&block)?;
         // Back to the records stage for reuse, unless a huge record made it grow.

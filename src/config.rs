@@ -6,8 +6,11 @@
 //! | `SRC_PREFIX` | the `AWSLogs/` folder, or an organisation's `AWSLogs/o-…/` | `AWSLogs/` |
 //! | `DST_BUCKET` | bucket the daily files are written to | required |
 //! | `DST_PREFIX` | folder the `YYYY/MM/DD/` folders are written under | `cloudtrail-daily/` |
-//! | `CHUNK_SIZE_BYTES` | largest uncompressed size of one output file | 67108864 (64 MiB) |
-//! | `GZIP_LEVEL` | gzip level of the output, 1 (fast) to 9 (small) | 6 |
+//! | `OUTPUT_FORMAT` | `ndjson` (gzip NDJSON, byte-exact records) or `parquet` | `ndjson` |
+//! | `CHUNK_SIZE_BYTES` | NDJSON: largest uncompressed size of one output file | 67108864 (64 MiB) |
+//! | `GZIP_LEVEL` | NDJSON: gzip level of the output, 1 (fast) to 9 (small) | 6 |
+//! | `PARQUET_FILE_BYTES` | Parquet: size at which an output file is closed | 268435456 (256 MiB) |
+//! | `PARQUET_ROW_GROUP_BYTES` | Parquet: encoded size at which a row group is closed | 67108864 (64 MiB) |
 //! | `MAX_CONCURRENT_GETS` | source objects fetched at once | 128 |
 //! | `MAX_CONCURRENT_LISTS` | ListObjectsV2 walks at once | 16 |
 //! | `MAX_RECORD_BYTES` | largest record accepted (Athena's row limit) | 33554432 (32 MiB) |
@@ -22,6 +25,7 @@
 use std::collections::HashMap;
 
 use crate::chunks::{DEFAULT_CHUNK_SIZE_BYTES, DEFAULT_GZIP_LEVEL};
+use crate::parquet_chunks::{DEFAULT_PARQUET_FILE_BYTES, DEFAULT_PARQUET_ROW_GROUP_BYTES};
 use crate::records::{Limits, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_RECORD_BYTES};
 
 pub const DEFAULT_SRC_PREFIX: &str = "AWSLogs/";
@@ -49,6 +53,65 @@ fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The output's file format (`OUTPUT_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// Gzip NDJSON, each record byte for byte as CloudTrail wrote it.
+    #[default]
+    Ndjson,
+    /// Parquet with zstd: a column per CloudTrail field ([`crate::parquet_chunks`]).
+    Parquet,
+}
+
+impl OutputFormat {
+    pub const ALL: [OutputFormat; 2] = [OutputFormat::Ndjson, OutputFormat::Parquet];
+
+    /// The name `OUTPUT_FORMAT` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Ndjson => "ndjson",
+            OutputFormat::Parquet => "parquet",
+        }
+    }
+
+    /// What a chunk's object name ends in.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            OutputFormat::Ndjson => ".ndjson.gz",
+            OutputFormat::Parquet => ".parquet",
+        }
+    }
+
+    /// The chunks' `Content-Type`. No `Content-Encoding` for NDJSON: the objects are
+    /// `.gz` files, not transparently compressed JSON, and tools must not unpack them
+    /// on download.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            OutputFormat::Ndjson => "application/gzip",
+            OutputFormat::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        OutputFormat::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("{s:?} is not one of ndjson, parquet"))
+    }
+}
+
+impl std::fmt::Display for OutputFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Validated settings of one deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -58,8 +121,11 @@ pub struct Config {
     pub dst_bucket: String,
     /// Ends in `/`, or is empty.
     pub dst_prefix: String,
+    pub output_format: OutputFormat,
     pub chunk_size_bytes: u64,
     pub gzip_level: u32,
+    pub parquet_file_bytes: u64,
+    pub parquet_row_group_bytes: u64,
     pub max_concurrent_gets: usize,
     pub max_concurrent_lists: usize,
     /// What one source file may hold (`MAX_RECORD_BYTES`, `MAX_FILE_BYTES`).
@@ -97,6 +163,24 @@ impl Config {
                 ),
             ));
         }
+        let output_format = match get("OUTPUT_FORMAT") {
+            Some(v) if !v.trim().is_empty() => v.parse().map_err(|e| err("OUTPUT_FORMAT", e))?,
+            _ => OutputFormat::default(),
+        };
+        let parquet_file_bytes = number(
+            "PARQUET_FILE_BYTES",
+            get("PARQUET_FILE_BYTES"),
+            DEFAULT_PARQUET_FILE_BYTES,
+            1024 * 1024,
+            MAX_CHUNK_SIZE_BYTES,
+        )?;
+        let parquet_row_group_bytes = number(
+            "PARQUET_ROW_GROUP_BYTES",
+            get("PARQUET_ROW_GROUP_BYTES"),
+            DEFAULT_PARQUET_ROW_GROUP_BYTES,
+            64 * 1024,
+            1024 * 1024 * 1024,
+        )?;
         let chunk_size_bytes = number(
             "CHUNK_SIZE_BYTES",
             get("CHUNK_SIZE_BYTES"),
@@ -173,8 +257,11 @@ impl Config {
             src_prefix,
             dst_bucket,
             dst_prefix,
+            output_format,
             chunk_size_bytes,
             gzip_level,
+            parquet_file_bytes,
+            parquet_row_group_bytes,
             max_concurrent_gets,
             max_concurrent_lists,
             limits,
@@ -299,6 +386,15 @@ mod tests {
         assert_eq!(c.src_prefix, "AWSLogs/");
         assert_eq!(c.dst_prefix, "cloudtrail-daily/");
         assert_eq!(c.chunk_size_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.output_format, OutputFormat::Ndjson);
+        assert_eq!(c.parquet_file_bytes, 256 * 1024 * 1024);
+        let c = cfg(&[
+            ("SRC_BUCKET", "logs"),
+            ("DST_BUCKET", "out"),
+            ("OUTPUT_FORMAT", "Parquet"),
+        ])
+        .unwrap();
+        assert_eq!(c.output_format, OutputFormat::Parquet);
         let c = cfg(&[
             ("SRC_BUCKET", "logs"),
             ("DST_BUCKET", "out"),
@@ -339,6 +435,11 @@ mod tests {
             (&[("SRC_PREFIX", "/AWSLogs/")], "SRC_PREFIX"),
             (&[("DST_PREFIX", "a//b")], "DST_PREFIX"),
             (&[("LOG_LEVEL", "loud")], "LOG_LEVEL"),
+            (
+                &[("OUTPUT_FORMAT", "csv")],
+                "OUTPUT_FORMAT: \"csv\" is not one of ndjson, parquet",
+            ),
+            (&[("PARQUET_FILE_BYTES", "1000")], "PARQUET_FILE_BYTES"),
             (&[("MAX_CONCURRENT_GETS", "0")], "MAX_CONCURRENT_GETS"),
             (&[("GZIP_LEVEL", "10")], "GZIP_LEVEL"),
             (

@@ -1,4 +1,5 @@
-//! cloudtrail-aggregator: one day of CloudTrail logs in S3 → a few gzip NDJSON files.
+//! cloudtrail-aggregator: one day of CloudTrail logs in S3 → a few gzip NDJSON (or
+//! Parquet) files.
 //!
 //! Data moves one way through one module per stage; each stage's core is synchronous
 //! and tested with bytes, its I/O edge async:
@@ -10,7 +11,8 @@
 //! - [`records`]: a delivery file's bytes → its records, one at a time (the records
 //!   stage's loop);
 //! - [`chunks`]: records → gzip NDJSON chunks under a byte bound (the chunks stage's
-//!   loop);
+//!   loop); [`parquet_chunks`]: the same stage for `OUTPUT_FORMAT=parquet`, records →
+//!   Parquet files of a column per CloudTrail field;
 //! - [`writer`]: chunk uploads (the writer stage's loop), stale-chunk cleanup,
 //!   `_manifest.json`;
 //! - [`lease`]: one run per day at a time (`_lease.json`);
@@ -33,6 +35,7 @@ pub mod lease;
 pub mod listing;
 pub mod metrics;
 pub mod ordered;
+pub mod parquet_chunks;
 pub mod pipeline;
 pub mod records;
 pub mod source;

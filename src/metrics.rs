@@ -71,6 +71,7 @@ mod tests {
             manifest_key: "p/2024/02/12/_manifest.json".into(),
             manifest: Manifest {
                 date: "2024-02-12".into(),
+                format: crate::config::OutputFormat::Ndjson,
                 source: "s3://b/AWSLogs/".into(),
                 source_files: 3,
                 records: 17,

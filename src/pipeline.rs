@@ -3,7 +3,7 @@
 //! ```text
 //! listing ─▶ source: GETs in key order (≤ MAX_CONCURRENT_GETS running, a byte budget)
 //!         ─▶ [thread 1] records: gunzip + JSON → blocks of NDJSON lines
-//!         ─▶ [thread 2] chunks: gzip into chunks, handed out in 5 MiB pieces
+//!         ─▶ [thread 2] chunks: gzip NDJSON or Parquet files, handed out in pieces
 //!         ─▶ writer: PutObject or multipart upload per chunk
 //!         ─▶ stale-chunk cleanup ─▶ _manifest.json
 //! ```
@@ -23,10 +23,11 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::chunks::{self, ChunkBuilder, Piece};
-use crate::config::Config;
+use crate::config::{Config, OutputFormat};
 use crate::error::Error;
 use crate::lease::{self, Lease, LEASE_WITHOUT_DEADLINE};
 use crate::listing;
+use crate::parquet_chunks::ParquetBuilder;
 use crate::records::{self, FileError, ReadStats, RecordSink};
 use crate::source::{Fetched, Source};
 use crate::trigger::Day;
@@ -234,16 +235,27 @@ async fn run_day(
             Ok(stats.unwrap_or_default())
         })
     };
+    let format = cfg.output_format;
     let chunks_stage = {
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || {
-            let mut builder =
-                ChunkBuilder::new(cfg.chunk_size_bytes, cfg.gzip_level, UPLOAD_PART_BYTES);
+            let mut builder: Box<dyn chunks::Build> = match format {
+                OutputFormat::Ndjson => Box::new(ChunkBuilder::new(
+                    cfg.chunk_size_bytes,
+                    cfg.gzip_level,
+                    UPLOAD_PART_BYTES,
+                )),
+                OutputFormat::Parquet => Box::new(ParquetBuilder::new(
+                    cfg.parquet_file_bytes,
+                    cfg.parquet_row_group_bytes,
+                    UPLOAD_PART_BYTES,
+                )),
+            };
             let hand_out = |p| piece_tx.blocking_send(p).is_ok();
-            let compressed = chunks::compress(blocks_rx, &mut builder, hand_out);
+            let compressed = chunks::compress(blocks_rx, builder.as_mut(), hand_out);
             compressed.map_err(|source| Error::Compress {
                 bucket: cfg.dst_bucket.clone(),
-                key: writer::chunk_key(&cfg.dst_prefix, day, builder.chunks_closed()),
+                key: writer::chunk_key(&cfg.dst_prefix, day, builder.chunks_closed(), format),
                 source,
             })
         })
@@ -253,15 +265,14 @@ async fn run_day(
     // The chunk's open multipart upload is kept out here: when a stage fails,
     // `try_join!` drops the others, and the upload is aborted below.
     let mut open_upload = None;
-    let writer_stage = writer::upload_chunks(
-        s3,
-        dst_bucket,
-        &cfg.dst_prefix,
+    let output = writer::DayOutput {
+        bucket: dst_bucket,
+        dst_prefix: &cfg.dst_prefix,
         day,
-        piece_rx,
-        check_deadline,
-        &mut open_upload,
-    );
+        format,
+    };
+    let writer_stage =
+        writer::upload_chunks(s3, output, piece_rx, check_deadline, &mut open_upload);
     // On the first error the other stages are dropped, closing their channels: each
     // thread stops at its next hand-over.
     let joined = tokio::try_join!(fetcher, records_stage, chunks_stage, writer_stage);
@@ -291,12 +302,14 @@ async fn run_day(
     lease.check(s3).await?;
 
     let keep = entries.len() as u32;
-    let stale = writer::delete_stale_chunks(s3, dst_bucket, &cfg.dst_prefix, day, keep).await?;
+    let stale =
+        writer::delete_stale_chunks(s3, dst_bucket, &cfg.dst_prefix, day, keep, format).await?;
     for key in &stale {
         info!(key = %format!("s3://{dst_bucket}/{key}"), "stale chunk from an earlier run deleted");
     }
     let manifest = Manifest {
         date: day.to_string(),
+        format,
         source,
         source_files: stats.files,
         records: stats.records,

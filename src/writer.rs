@@ -1,7 +1,7 @@
 //! Writer: output keys, chunk uploads, stale-chunk cleanup and the day's manifest.
 //!
-//! Layout of one day: `DST_PREFIX` + `YYYY/MM/DD/` + `000000.ndjson.gz`, `000001…`, and
-//! `_manifest.json`, written last. (Hive and Athena skip files whose names start with
+//! Layout of one day: `DST_PREFIX` + `YYYY/MM/DD/` + `000000.ndjson.gz`, `000001…` (or
+//! `000000.parquet`, … with `OUTPUT_FORMAT=parquet`), and `_manifest.json`, written last. (Hive and Athena skip files whose names start with
 //! `_`, so the manifest never shows up as data.) The manifest is removed before the
 //! first chunk of a run is written and put back only when every chunk is in place, so
 //! its presence means "this day is complete"; it holds no timestamp, so a rerun over
@@ -15,24 +15,42 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use crate::chunks::Piece;
+use crate::config::OutputFormat;
 use crate::error::Error;
 use crate::listing::list_level;
 use crate::trigger::Day;
 
-/// Content type of the chunks. No `Content-Encoding`: the objects are `.gz` files,
-/// not transparently compressed JSON, and tools must not unpack them on download.
-pub const CHUNK_CONTENT_TYPE: &str = "application/gzip";
 pub const MANIFEST_NAME: &str = "_manifest.json";
-const CHUNK_SUFFIX: &str = ".ndjson.gz";
 
 /// `DST_PREFIX/YYYY/MM/DD/`.
 pub fn day_prefix(dst_prefix: &str, day: Day) -> String {
     format!("{dst_prefix}{}", day.path())
 }
 
-/// `DST_PREFIX/YYYY/MM/DD/NNNNNN.ndjson.gz`.
-pub fn chunk_key(dst_prefix: &str, day: Day, index: u32) -> String {
-    format!("{}{index:06}{CHUNK_SUFFIX}", day_prefix(dst_prefix, day))
+/// `DST_PREFIX/YYYY/MM/DD/NNNNNN.ndjson.gz` (or `.parquet`).
+pub fn chunk_key(dst_prefix: &str, day: Day, index: u32, format: OutputFormat) -> String {
+    format!(
+        "{}{index:06}{}",
+        day_prefix(dst_prefix, day),
+        format.suffix()
+    )
+}
+
+/// Where a day's chunks go: the bucket, the day's folder under `DST_PREFIX`, and the
+/// format (which names the files).
+#[derive(Debug, Clone, Copy)]
+pub struct DayOutput<'a> {
+    pub bucket: &'a str,
+    pub dst_prefix: &'a str,
+    pub day: Day,
+    pub format: OutputFormat,
+}
+
+impl DayOutput<'_> {
+    /// The key of chunk `index`.
+    pub fn chunk_key(&self, index: u32) -> String {
+        chunk_key(self.dst_prefix, self.day, index, self.format)
+    }
 }
 
 /// `DST_PREFIX/YYYY/MM/DD/_manifest.json`.
@@ -40,14 +58,16 @@ pub fn manifest_key(dst_prefix: &str, day: Day) -> String {
     format!("{}{MANIFEST_NAME}", day_prefix(dst_prefix, day))
 }
 
-/// The chunk number of an object name (`000012.ndjson.gz` → 12); `None` for anything
-/// that is not one of our chunks.
-pub fn chunk_index(name: &str) -> Option<u32> {
-    let digits = name.strip_suffix(CHUNK_SUFFIX)?;
+/// The chunk number and format of an object name (`000012.ndjson.gz` → 12, NDJSON);
+/// `None` for anything that is not one of our chunks.
+pub fn chunk_name(name: &str) -> Option<(u32, OutputFormat)> {
+    let (digits, format) = OutputFormat::ALL
+        .into_iter()
+        .find_map(|f| Some((name.strip_suffix(f.suffix())?, f)))?;
     if digits.len() < 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    Some((digits.parse().ok()?, format))
 }
 
 /// One chunk as the manifest records it.
@@ -64,14 +84,16 @@ pub struct ChunkEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Manifest {
     pub date: String,
+    /// `ndjson` or `parquet`.
+    pub format: OutputFormat,
     pub source: String,
     pub source_files: u64,
     pub records: u64,
     /// Bytes of the source objects as stored (mostly gzip).
     pub bytes_read: u64,
-    /// Bytes of the chunks as stored (gzip).
+    /// Bytes of the chunks as stored (gzip or Parquet).
     pub bytes_written: u64,
-    /// Bytes of NDJSON before compression.
+    /// Bytes of the records as NDJSON (before compression, or before Parquet encoding).
     pub uncompressed_bytes_written: u64,
     pub chunks: Vec<ChunkEntry>,
     pub generator: String,
@@ -108,12 +130,17 @@ pub struct Multipart {
 
 impl Multipart {
     /// CreateMultipartUpload.
-    pub async fn start(s3: &Client, bucket: &str, key: &str) -> Result<Multipart, Error> {
+    pub async fn start(
+        s3: &Client,
+        bucket: &str,
+        key: &str,
+        content_type: &str,
+    ) -> Result<Multipart, Error> {
         let out = s3
             .create_multipart_upload()
             .bucket(bucket)
             .key(key)
-            .content_type(CHUNK_CONTENT_TYPE)
+            .content_type(content_type)
             .send()
             .await
             .map_err(|e| Error::s3("CreateMultipartUpload", bucket, key, e))?;
@@ -209,9 +236,7 @@ impl Multipart {
 /// it is aborted here.
 pub async fn upload_chunks(
     s3: &Client,
-    bucket: &str,
-    dst_prefix: &str,
-    day: Day,
+    out: DayOutput<'_>,
     mut pieces: mpsc::Receiver<Piece>,
     check_deadline: impl Fn() -> Result<(), Error>,
     open: &mut Option<Multipart>,
@@ -227,19 +252,21 @@ pub async fn upload_chunks(
                 let mp = match open {
                     Some(mp) => mp,
                     None => {
-                        let key = chunk_key(dst_prefix, day, index);
-                        open.insert(Multipart::start(s3, bucket, &key).await?)
+                        let key = out.chunk_key(index);
+                        let mp = Multipart::start(s3, out.bucket, &key, out.format.content_type());
+                        open.insert(mp.await?)
                     }
                 };
                 mp.upload_part(s3, ByteStream::from(bytes)).await?;
             }
             Piece::End(info) => {
-                let key = chunk_key(dst_prefix, day, info.index);
+                let key = out.chunk_key(info.index);
+                let bucket = out.bucket;
                 match open.take() {
                     Some(mp) => mp.complete(s3).await?,
                     None => {
                         let body = ByteStream::from(whole.take().unwrap_or_default());
-                        put(s3, bucket, &key, body, CHUNK_CONTENT_TYPE).await?
+                        put(s3, bucket, &key, body, out.format.content_type()).await?
                     }
                 }
                 info!(
@@ -276,38 +303,42 @@ pub async fn delete(s3: &Client, bucket: &str, key: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The chunk objects already in a day's folder, as (key, index), sorted by index.
+/// The chunk objects already in a day's folder, as (key, index, format), sorted by
+/// index.
 async fn existing_chunks(
     s3: &Client,
     bucket: &str,
     dst_prefix: &str,
     day: Day,
-) -> Result<Vec<(String, u32)>, Error> {
+) -> Result<Vec<(String, u32, OutputFormat)>, Error> {
     let prefix = day_prefix(dst_prefix, day);
     let (_, objects) = list_level(s3, bucket, &prefix).await?;
-    let mut chunks: Vec<(String, u32)> = objects
+    let mut chunks: Vec<_> = objects
         .into_iter()
         .filter_map(|o| {
-            let idx = chunk_index(&o.key[prefix.len()..])?;
-            Some((o.key, idx))
+            let (idx, format) = chunk_name(&o.key[prefix.len()..])?;
+            Some((o.key, idx, format))
         })
         .collect();
-    chunks.sort_by_key(|(_, i)| *i);
+    chunks.sort_by_key(|(_, i, _)| *i);
     Ok(chunks)
 }
 
-/// Deletes the day's chunk objects numbered `keep` and above (left by an earlier run
-/// that wrote more chunks); returns their keys. Nothing else is touched.
+/// Deletes the day's chunk objects that this run's `keep` chunks of `format` did not
+/// overwrite: those numbered `keep` and above (an earlier run wrote more), and those of
+/// the other format (an earlier run wrote the day in it). Returns their keys. Nothing
+/// else is touched.
 pub async fn delete_stale_chunks(
     s3: &Client,
     bucket: &str,
     dst_prefix: &str,
     day: Day,
     keep: u32,
+    format: OutputFormat,
 ) -> Result<Vec<String>, Error> {
     let mut deleted = Vec::new();
-    for (key, idx) in existing_chunks(s3, bucket, dst_prefix, day).await? {
-        if idx >= keep {
+    for (key, idx, f) in existing_chunks(s3, bucket, dst_prefix, day).await? {
+        if idx >= keep || f != format {
             delete(s3, bucket, &key).await?;
             deleted.push(key);
         }
@@ -335,32 +366,43 @@ mod tests {
         "2024-02-05".parse().unwrap()
     }
 
-    /// Keys follow DST_PREFIX/YYYY/MM/DD/NNNNNN.ndjson.gz.
+    /// Keys follow DST_PREFIX/YYYY/MM/DD/NNNNNN.ndjson.gz (or .parquet).
     #[test]
     fn keys() {
         assert_eq!(
-            chunk_key("daily/", day(), 0),
+            chunk_key("daily/", day(), 0, OutputFormat::Ndjson),
             "daily/2024/02/05/000000.ndjson.gz"
         );
-        assert_eq!(chunk_key("", day(), 12), "2024/02/05/000012.ndjson.gz");
+        assert_eq!(
+            chunk_key("", day(), 12, OutputFormat::Ndjson),
+            "2024/02/05/000012.ndjson.gz"
+        );
+        assert_eq!(
+            chunk_key("d/", day(), 3, OutputFormat::Parquet),
+            "d/2024/02/05/000003.parquet"
+        );
         assert_eq!(manifest_key("x/y/", day()), "x/y/2024/02/05/_manifest.json");
     }
 
     /// Only our own chunk names are recognised, so cleanup touches nothing else.
     #[test]
     fn chunk_names() {
-        assert_eq!(chunk_index("000000.ndjson.gz"), Some(0));
-        assert_eq!(chunk_index("000123.ndjson.gz"), Some(123));
-        assert_eq!(chunk_index("1234567.ndjson.gz"), Some(1_234_567));
+        let (ndjson, parquet) = (OutputFormat::Ndjson, OutputFormat::Parquet);
+        assert_eq!(chunk_name("000000.ndjson.gz"), Some((0, ndjson)));
+        assert_eq!(chunk_name("000123.ndjson.gz"), Some((123, ndjson)));
+        assert_eq!(chunk_name("1234567.ndjson.gz"), Some((1_234_567, ndjson)));
+        assert_eq!(chunk_name("000002.parquet"), Some((2, parquet)));
         for other in [
             "_manifest.json",
             "12.ndjson.gz",
             "00001a.ndjson.gz",
             "000001.ndjson",
             "000001.json.gz",
+            "000001.parquet.tmp",
+            "1.parquet",
             "notes.txt",
         ] {
-            assert_eq!(chunk_index(other), None, "{other}");
+            assert_eq!(chunk_name(other), None, "{other}");
         }
     }
 }
