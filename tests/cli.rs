@@ -102,6 +102,38 @@ async fn run_one_day_and_a_range() {
         .await
         .is_some());
     assert!(text(&out.stderr).contains("no CloudTrail files for this day"));
+
+    // --format parquet: the day as one Parquet file; a bad OUTPUT_FORMAT is refused.
+    let args = [
+        "run",
+        "2024-02-12",
+        "--format",
+        "parquet",
+        "--dst-prefix",
+        "pq",
+    ];
+    let out = ctagg(&endpoint, &args, &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("3 records, 1 chunks")
+            && text(&out.stdout).contains("written as parquet"),
+        "{}",
+        text(&out.stdout)
+    );
+    let body = get(&s3, DST, "pq/2024/02/12/000000.parquet").await.unwrap();
+    assert!(body.starts_with(b"PAR1") && body.ends_with(b"PAR1"));
+    let out = ctagg(
+        &endpoint,
+        &["run", "2024-02-12"],
+        &[("OUTPUT_FORMAT", "orc")],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("OUTPUT_FORMAT: \"orc\" is not one of ndjson, parquet"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// A bad source file makes `ctagg run` exit non-zero with the object named.

@@ -14,7 +14,7 @@ use cloudtrail_aggregator::{aggregate_day, aws, backfill, telemetry, Config, Run
 #[command(
     name = "ctagg",
     version,
-    about = "Aggregate CloudTrail logs in S3 into daily gzip NDJSON files"
+    about = "Aggregate CloudTrail logs in S3 into daily gzip NDJSON or Parquet files"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -75,6 +75,9 @@ struct Overrides {
     /// Overrides DST_PREFIX.
     #[arg(long)]
     dst_prefix: Option<String>,
+    /// Overrides OUTPUT_FORMAT: ndjson (gzip NDJSON, the default) or parquet.
+    #[arg(long, value_name = "FORMAT")]
+    format: Option<String>,
     /// Overrides CHUNK_SIZE_BYTES.
     #[arg(long)]
     chunk_size_bytes: Option<u64>,
@@ -95,6 +98,7 @@ impl Overrides {
         set("SRC_PREFIX", self.src_prefix.clone());
         set("DST_BUCKET", self.dst_bucket.clone());
         set("DST_PREFIX", self.dst_prefix.clone());
+        set("OUTPUT_FORMAT", self.format.clone());
         set(
             "CHUNK_SIZE_BYTES",
             self.chunk_size_bytes.map(|n| n.to_string()),
@@ -173,13 +177,14 @@ fn mb(bytes: u64) -> String {
 fn summary_line(cfg: &Config, s: &Summary) -> String {
     let m = &s.manifest;
     format!(
-        "{}: {} files, {} records, {} chunks, {} read, {} written ({} NDJSON) in {:.2}s -> s3://{}/{}",
+        "{}: {} files, {} records, {} chunks, {} read, {} written as {} ({} NDJSON) in {:.2}s -> s3://{}/{}",
         s.day,
         m.source_files,
         m.records,
         m.chunks.len(),
         mb(m.bytes_read),
         mb(m.bytes_written),
+        m.format,
         mb(m.uncompressed_bytes_written),
         s.duration.as_secs_f64(),
         cfg.dst_bucket,
