@@ -214,13 +214,18 @@ cell!(
         "failed"
     )
 );
+// Every GET's body is cut: the error is the cut body's ("GetObject (reading the body)"
+// or "(the rest, from byte …)") or, when a retry meets a connection the server has just
+// closed, the send's ("connection closed before message completed") — which one comes
+// first is timing. Either names the operation and the object.
 cell!(
     get_always_cut,
     fails(
         "GetObject /cloudtrail-logs/",
         CUT,
-        "GetObject (",
-        SOURCE_KEY
+        "GetObject ",
+        SOURCE_KEY,
+        " failed"
     )
 );
 cell!(
