@@ -14,7 +14,8 @@
 //! - `seed`:  ~3,900 files (~44 % under 1 KB), ~17,000 records: the seed's day;
 //! - `small`: ~1,000 files, ~20 MB of NDJSON: the flatness check's small day;
 //! - `org`:   ~100,000 files over 200 accounts × 17 regions, ~2 GB of NDJSON;
-//! - `big`:   one delivery file of ~1 GB uncompressed;
+//! - `big`:   one delivery file of ~1 GB uncompressed (`big-N`: of N MB; `big-3000` is a
+//!   ~300 MB gzip file);
 //! - `busy`:  136 files of ~1 MB gzip (a busy account's day, ~800 MB of NDJSON);
 //! - `wide`:  ~100,000 files over 1,000 accounts × 17 regions, 6 per folder, ~2 GB:
 //!   an organisation of many quiet accounts (18,000 LISTs).
@@ -25,6 +26,8 @@
 //! `--data target/bench-data`, `--seed-algorithm` (also run, once each, the seed's
 //! algorithm sequentially and with 4 threads on the same data and server; shapes of more
 //! than 10,000 files are skipped unless `--seed-algorithm-all` is given),
+//! `--formats ndjson,parquet` (default `ndjson`; each format writes under its own prefix,
+//! `cloudtrail-daily-<format>/`, so both days stay for `scripts/query_bytes.py`),
 //! `--tail-every 100 --tail-ms 250` (a latency tail: one request in every 100, picked
 //! by a hash of its path and query so that runs are alike, takes 250 ms instead).
 //!
@@ -165,6 +168,16 @@ struct Meta {
     digest: u64,
 }
 
+/// The NDJSON size in MB of a one-file shape: `big` (1,000) or `big-N`.
+fn big_mb(shape: &str) -> Option<u64> {
+    match shape {
+        "big" => Some(1000),
+        _ => shape
+            .strip_prefix("big-")
+            .map(|n| n.parse().expect("big-N: N in MB")),
+    }
+}
+
 /// (accounts, files per region folder, most records of a multi-record file) of a
 /// shape. 44 % of the files hold one record (under 1 KB gzip), the rest 3..=max.
 fn shape_plan(shape: &str) -> (usize, usize, u64) {
@@ -232,8 +245,8 @@ fn generate(shape: &str, dir: &Path) -> Meta {
         meta.source_bytes += size;
         files.push((key, recs.join("\n").into_bytes()));
     };
-    if shape == "big" {
-        // One ~1 GB delivery file, written in a streaming way.
+    if let Some(mb) = big_mb(shape) {
+        // One delivery file of `mb` MB of NDJSON (~1 GB for `big`), written in a streaming way.
         let key = key_name("123456789012", "us-east-1", 0);
         let path = root.join(SRC).join(&key);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -242,7 +255,7 @@ fn generate(shape: &str, dir: &Path) -> Meta {
         e.write_all(b"{\"Records\":[").unwrap();
         let mut digest = Digest::new();
         let mut n = 0u64;
-        while meta.ndjson_bytes < 1_000_000_000 {
+        while meta.ndjson_bytes < mb * 1_000_000 {
             let r = record(&mut rng, "123456789012", "us-east-1", n);
             if n > 0 {
                 e.write_all(b",").unwrap();
@@ -713,17 +726,40 @@ fn floor(dir: &Path) -> f64 {
     thread_cpu() - start
 }
 
-/// Reads the day's output from the server's folder: (records, digest, chunks).
-fn check_output(dir: &Path) -> (u64, u64, usize) {
-    let day_dir = dir.join("s3").join(DST).join("cloudtrail-daily").join(DAY);
+/// Reads the day's output of `format` from the server's folder: (records, digest of
+/// the NDJSON — `None` for Parquet, whose rows are only counted here (tests/parquet.rs
+/// reads them back field by field) — chunks, bytes of the chunks).
+fn check_output(dir: &Path, format: &str) -> (u64, Option<u64>, usize, u64) {
+    let day_dir = dir
+        .join("s3")
+        .join(DST)
+        .join(format!("cloudtrail-daily-{format}"))
+        .join(DAY);
+    let suffix = if format == "parquet" {
+        ".parquet"
+    } else {
+        ".ndjson.gz"
+    };
     let mut chunks: Vec<PathBuf> = std::fs::read_dir(&day_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".ndjson.gz"))
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
         .collect();
     chunks.sort();
-    let mut digest = Digest::new();
+    let bytes = chunks
+        .iter()
+        .map(|c| std::fs::metadata(c).unwrap().len())
+        .sum();
     let mut records = 0u64;
+    if format == "parquet" {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        for c in &chunks {
+            let r = SerializedFileReader::new(std::fs::File::open(c).unwrap()).unwrap();
+            records += r.metadata().file_metadata().num_rows() as u64;
+        }
+        return (records, None, chunks.len(), bytes);
+    }
+    let mut digest = Digest::new();
     let mut buf = vec![0u8; 1 << 20];
     for c in &chunks {
         let mut r = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
@@ -738,7 +774,21 @@ fn check_output(dir: &Path) -> (u64, u64, usize) {
             digest.update(&buf[..n]);
         }
     }
-    (records, digest.0, chunks.len())
+    (records, Some(digest.0), chunks.len(), bytes)
+}
+
+/// One format's measurements over the runs of a shape.
+#[derive(Default)]
+struct FormatRuns {
+    walls: Vec<f64>,
+    cpus: Vec<f64>,
+    rss: Vec<f64>,
+    server_cpus: Vec<f64>,
+    /// The last run's requests (GET/PUT/LIST/other) and output bytes.
+    requests: [u64; 4],
+    output_bytes: u64,
+    /// A wrong output of any run.
+    verdict: Option<String>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -819,6 +869,7 @@ fn main() {
         .map(|v| v.parse().unwrap())
         .unwrap_or(3);
     let shapes = arg(&args, "--shapes").unwrap_or_else(|| "seed".into());
+    let formats = arg(&args, "--formats").unwrap_or_else(|| "ndjson".into());
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -826,8 +877,8 @@ fn main() {
         "machine: {cpus} CPUs; {}; {runs} runs per shape (medians)",
         latency.describe()
     );
-    println!("| shape | files | records | NDJSON MB | wall s | files/s | MB/s written | CPU s | CPU s/GB | floor CPU s | CPU/floor | peak RSS MiB | S3 requests (GET/PUT/LIST/other) | server CPU s | output |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| shape | format | files | records | NDJSON MB | wall s | files/s | MB/s written | CPU s | CPU s/GB | floor CPU s | CPU/floor | peak RSS MiB | output MB | S3 requests (GET/PUT/LIST/other) | server CPU s | output |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for shape in shapes.split(',') {
         let (dir, meta) = ensure_data(shape, &data);
         // Start the server over this shape's folder.
@@ -847,39 +898,68 @@ fn main() {
         }
         let port: u16 = line.trim().parse().expect("server port");
         let floor_cpu = floor(&dir);
-        let (mut walls, mut cpus_s, mut rss) = (Vec::new(), Vec::new(), Vec::new());
-        let mut server_cpus = Vec::new();
-        let mut requests = [0u64; 4];
-        let mut verdict = "ok".to_string();
+        // The formats take turns, run by run, so that a noisy stretch of the machine
+        // falls on both alike.
+        let formats: Vec<&str> = formats.split(',').collect();
+        let mut stats: Vec<FormatRuns> = formats.iter().map(|_| FormatRuns::default()).collect();
         for _ in 0..runs {
-            let (before, server_cpu_before) = server_stats(port);
-            let mut cmd = child(&exe, port);
-            cmd.arg("agg");
-            let (u, out) = run_measured(&mut cmd);
-            if !out.status.success() {
-                eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-                panic!("aggregation failed");
+            for (format, st) in formats.iter().zip(stats.iter_mut()) {
+                let (before, server_cpu_before) = server_stats(port);
+                let mut cmd = child(&exe, port);
+                cmd.env("OUTPUT_FORMAT", format)
+                    .env("DST_PREFIX", format!("cloudtrail-daily-{format}/"))
+                    .arg("agg");
+                let (u, out) = run_measured(&mut cmd);
+                if !out.status.success() {
+                    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+                    panic!("aggregation failed");
+                }
+                let hwm_kib: u64 = String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(u.max_rss_kib);
+                let (after, server_cpu_after) = server_stats(port);
+                st.server_cpus.push(server_cpu_after - server_cpu_before);
+                for i in 0..4 {
+                    st.requests[i] = after[i] - before[i];
+                }
+                let (records, digest, _chunks, bytes) = check_output(&dir, format);
+                st.output_bytes = bytes;
+                if records != meta.records || digest.is_some_and(|d| d != meta.digest) {
+                    st.verdict = Some(format!(
+                        "WRONG: {records} records (want {}), digest {digest:x?} (want {:x})",
+                        meta.records, meta.digest
+                    ));
+                }
+                st.walls.push(u.wall);
+                st.cpus.push(u.cpu);
+                st.rss.push(hwm_kib as f64 / 1024.0);
             }
-            let hwm_kib: u64 = String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(u.max_rss_kib);
-            let (after, server_cpu_after) = server_stats(port);
-            server_cpus.push(server_cpu_after - server_cpu_before);
-            for i in 0..4 {
-                requests[i] = after[i] - before[i];
-            }
-            let (records, digest, _chunks) = check_output(&dir);
-            if records != meta.records || digest != meta.digest {
-                verdict = format!(
-                    "WRONG: {records} records (want {}), digest {digest:x} (want {:x})",
-                    meta.records, meta.digest
-                );
-            }
-            walls.push(u.wall);
-            cpus_s.push(u.cpu);
-            rss.push(hwm_kib as f64 / 1024.0);
+        }
+        let mut wrong = false;
+        for (format, st) in formats.iter().zip(stats) {
+            let (wall, cpu, peak) = (median(st.walls), median(st.cpus), median(st.rss));
+            let gb = meta.ndjson_bytes as f64 / 1e9;
+            let verdict = st.verdict.unwrap_or_else(|| "ok".into());
+            println!(
+                "| {shape} | {format} | {} | {} | {:.0} | {:.2} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.2} | {}/{}/{}/{} | {:.1} | {verdict} |",
+                meta.files,
+                meta.records,
+                meta.ndjson_bytes as f64 / 1e6,
+                wall,
+                meta.files as f64 / wall,
+                meta.ndjson_bytes as f64 / 1e6 / wall,
+                cpu,
+                cpu / gb,
+                floor_cpu,
+                cpu / floor_cpu,
+                peak,
+                st.output_bytes as f64 / 1e6,
+                st.requests[0], st.requests[1], st.requests[2], st.requests[3],
+                median(st.server_cpus),
+            );
+            wrong |= verdict != "ok";
         }
         // The seed's algorithm on the same data and server, once per variant.
         let mut seed_rows = Vec::new();
@@ -929,24 +1009,6 @@ fn main() {
         }
         let _ = server.kill();
         let _ = server.wait();
-        let (wall, cpu, peak) = (median(walls), median(cpus_s), median(rss));
-        let gb = meta.ndjson_bytes as f64 / 1e9;
-        println!(
-            "| {shape} | {} | {} | {:.0} | {:.2} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {}/{}/{}/{} | {:.1} | {verdict} |",
-            meta.files,
-            meta.records,
-            meta.ndjson_bytes as f64 / 1e6,
-            wall,
-            meta.files as f64 / wall,
-            meta.ndjson_bytes as f64 / 1e6 / wall,
-            cpu,
-            cpu / gb,
-            floor_cpu,
-            cpu / floor_cpu,
-            peak,
-            requests[0], requests[1], requests[2], requests[3],
-            median(server_cpus),
-        );
         if !seed_rows.is_empty() {
             println!();
             println!("| shape | variant (1 run each) | wall s | CPU s | peak RSS MiB | records | output |");
@@ -956,7 +1018,7 @@ fn main() {
             }
         }
         // A wrong answer fails the benchmark (and CI's smoke run of it).
-        if verdict != "ok" || seed_wrong {
+        if wrong || seed_wrong {
             std::process::exit(1);
         }
     }
