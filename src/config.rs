@@ -7,6 +7,9 @@
 //! | `DST_BUCKET` | bucket the daily files are written to | required |
 //! | `DST_PREFIX` | folder the `YYYY/MM/DD/` folders are written under | `cloudtrail-daily/` |
 //! | `OUTPUT_FORMAT` | `ndjson` (gzip NDJSON, byte-exact records) or `parquet` | `ndjson` |
+//! | `DAY_BY` | `delivery` (CloudTrail's folder) or `event` (eventTime on the day; reads D and D+1) | `delivery` |
+//! | `DEDUP` | `none` or `eventid` (one record per eventID and day) | `none` |
+//! | `DEDUP_MAX_EVENTS` | eventIDs one day may remember before the run fails | 20000000 |
 //! | `CHUNK_SIZE_BYTES` | NDJSON: largest uncompressed size of one output file | 67108864 (64 MiB) |
 //! | `GZIP_LEVEL` | NDJSON: gzip level of the output, 1 (fast) to 9 (small) | 6 |
 //! | `PARQUET_FILE_BYTES` | Parquet: size at which an output file is closed | 268435456 (256 MiB) |
@@ -27,6 +30,7 @@ use std::collections::HashMap;
 use crate::chunks::{DEFAULT_CHUNK_SIZE_BYTES, DEFAULT_GZIP_LEVEL};
 use crate::parquet_chunks::{DEFAULT_PARQUET_FILE_BYTES, DEFAULT_PARQUET_ROW_GROUP_BYTES};
 use crate::records::{Limits, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_RECORD_BYTES};
+use crate::select::{DayBy, Dedup, DEFAULT_DEDUP_MAX_EVENTS};
 
 pub const DEFAULT_SRC_PREFIX: &str = "AWSLogs/";
 pub const DEFAULT_DST_PREFIX: &str = "cloudtrail-daily/";
@@ -122,6 +126,10 @@ pub struct Config {
     /// Ends in `/`, or is empty.
     pub dst_prefix: String,
     pub output_format: OutputFormat,
+    /// What a day is ([`crate::select`]).
+    pub day_by: DayBy,
+    pub dedup: Dedup,
+    pub dedup_max_events: u64,
     pub chunk_size_bytes: u64,
     pub gzip_level: u32,
     pub parquet_file_bytes: u64,
@@ -167,6 +175,21 @@ impl Config {
             Some(v) if !v.trim().is_empty() => v.parse().map_err(|e| err("OUTPUT_FORMAT", e))?,
             _ => OutputFormat::default(),
         };
+        let day_by = match get("DAY_BY") {
+            Some(v) if !v.trim().is_empty() => v.parse().map_err(|e| err("DAY_BY", e))?,
+            _ => DayBy::default(),
+        };
+        let dedup = match get("DEDUP") {
+            Some(v) if !v.trim().is_empty() => v.parse().map_err(|e| err("DEDUP", e))?,
+            _ => Dedup::default(),
+        };
+        let dedup_max_events = number(
+            "DEDUP_MAX_EVENTS",
+            get("DEDUP_MAX_EVENTS"),
+            DEFAULT_DEDUP_MAX_EVENTS,
+            1,
+            u64::MAX / 64,
+        )?;
         let parquet_file_bytes = number(
             "PARQUET_FILE_BYTES",
             get("PARQUET_FILE_BYTES"),
@@ -258,6 +281,9 @@ impl Config {
             dst_bucket,
             dst_prefix,
             output_format,
+            day_by,
+            dedup,
+            dedup_max_events,
             chunk_size_bytes,
             gzip_level,
             parquet_file_bytes,

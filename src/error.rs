@@ -43,6 +43,15 @@ pub enum Error {
         source: RecordsError,
     },
 
+    /// A record could not be placed in the day (`DAY_BY=event`, `DEDUP`).
+    #[error("s3://{bucket}/{key}: {source}")]
+    Select {
+        bucket: String,
+        key: String,
+        #[source]
+        source: crate::select::SelectError,
+    },
+
     /// Compressing an output chunk failed.
     #[error("compressing chunk s3://{bucket}/{key} failed: {source}")]
     Compress {

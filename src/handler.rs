@@ -7,6 +7,12 @@
 //! invocation itself returns an error listing them: the whole batch is retried either
 //! way, the function's `Errors` metric counts it, and a queue wired without
 //! `ReportBatchItemFailures` cannot mistake the response for success.
+//!
+//! With `DAY_BY=event`, a scheduled message ("aggregate yesterday", D) aggregates the
+//! day before it (D−1) first, then D: at 01:00 UTC the folder D+1 holds only its first
+//! hour, so D's output lacks its events delivered later; the next night's message
+//! aggregates D again, once D+1's folder is whole, and that output is final. A message
+//! naming a day (a backfill) aggregates that day only.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -19,6 +25,7 @@ use tracing::{error, info, info_span, Instrument};
 use crate::config::Config;
 use crate::error::Error;
 use crate::pipeline::{aggregate_day, RunOptions, Summary};
+use crate::select::DayBy;
 use crate::trigger::{parse_body, Day, TriggerError, TriggerKind};
 
 /// Time kept back from the Lambda deadline to report a clean failure.
@@ -72,11 +79,21 @@ pub enum MessageError {
     },
 }
 
-/// The result of one message.
+/// The result of one message: the days it aggregated, in order.
 #[derive(Debug)]
 pub struct MessageOutcome {
     pub message_id: String,
-    pub result: Result<(TriggerKind, Summary), MessageError>,
+    pub result: Result<(TriggerKind, Vec<Summary>), MessageError>,
+}
+
+/// The days a message of `kind` for `day` aggregates, in order (see the module doc).
+pub fn days_of(day: Day, kind: TriggerKind, day_by: DayBy) -> Vec<Day> {
+    match (kind, day_by, day.0.pred_opt().map(Day)) {
+        (TriggerKind::Schedule, DayBy::Event, Some(before)) if before >= Day::earliest() => {
+            vec![before, day]
+        }
+        _ => vec![day],
+    }
 }
 
 /// Handles every message of `event`; `today` is the current UTC date and `deadline`
@@ -97,15 +114,19 @@ pub async fn handle_batch(
         let result = async {
             let body = message.body.as_deref().unwrap_or("");
             let (day, kind) = parse_body(body, today)?;
-            info!(day = %day, trigger = %kind, "aggregating");
             let opts = RunOptions {
                 deadline: deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d)),
             };
-            let summary = aggregate_day(&app.s3, &app.config, day, opts)
-                .await
-                .map_err(|source| MessageError::Day { day, source })?;
-            crate::metrics::emit(&app.config.metrics_namespace, &summary);
-            Ok::<_, MessageError>((kind, summary))
+            let mut summaries = Vec::new();
+            for day in days_of(day, kind, app.config.day_by) {
+                info!(day = %day, trigger = %kind, day_by = %app.config.day_by, "aggregating");
+                let summary = aggregate_day(&app.s3, &app.config, day, opts)
+                    .await
+                    .map_err(|source| MessageError::Day { day, source })?;
+                crate::metrics::emit(&app.config.metrics_namespace, &summary);
+                summaries.push(summary);
+            }
+            Ok::<_, MessageError>((kind, summaries))
         }
         .instrument(span.clone())
         .await;
@@ -168,4 +189,28 @@ pub async fn handle(
         ),
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a scheduled message in event mode takes the day before along.
+    #[test]
+    fn days_of_a_message() {
+        let d: Day = "2024-02-12".parse().unwrap();
+        let before: Day = "2024-02-11".parse().unwrap();
+        assert_eq!(
+            days_of(d, TriggerKind::Schedule, DayBy::Event),
+            vec![before, d]
+        );
+        assert_eq!(days_of(d, TriggerKind::Schedule, DayBy::Delivery), vec![d]);
+        assert_eq!(days_of(d, TriggerKind::Explicit, DayBy::Event), vec![d]);
+        assert_eq!(days_of(d, TriggerKind::IsoDate, DayBy::Event), vec![d]);
+        let first = Day::earliest();
+        assert_eq!(
+            days_of(first, TriggerKind::Schedule, DayBy::Event),
+            vec![first]
+        );
+    }
 }

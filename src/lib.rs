@@ -9,7 +9,7 @@
 //! - [`source`]: GETs of those keys, concurrent, handed on in key order within a byte
 //!   budget; large objects streamed;
 //! - [`records`]: a delivery file's bytes → its records, one at a time (the records
-//!   stage's loop);
+//!   stage's loop); [`select`]: which of them the day keeps (`DAY_BY=event`, `DEDUP`);
 //! - [`chunks`]: records → gzip NDJSON chunks under a byte bound (the chunks stage's
 //!   loop); [`parquet_chunks`]: the same stage for `OUTPUT_FORMAT=parquet`, records →
 //!   Parquet files of a column per CloudTrail field;
@@ -38,6 +38,7 @@ pub mod ordered;
 pub mod parquet_chunks;
 pub mod pipeline;
 pub mod records;
+pub mod select;
 pub mod source;
 pub mod telemetry;
 pub mod trigger;

@@ -139,23 +139,25 @@ async fn list_many(
         .await
 }
 
-/// The day's folders (`…/CloudTrail/REGION/YYYY/MM/DD/`), found by the first two
-/// levels of the walk.
+/// The day's folders (`…/CloudTrail/REGION/YYYY/MM/DD/`, one per delivery day read),
+/// found by the first two levels of the walk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DayFolders {
     /// Accounts found (for the log and the "nothing found" hint).
     pub accounts: usize,
-    /// One folder per account and region, sorted.
+    /// One folder per account, region and delivery day read, sorted.
     pub prefixes: Vec<String>,
 }
 
-/// Walks the accounts and regions under `src_prefix` to the folders of `day`. Their
-/// objects are listed by [`day_objects`], as they are needed.
+/// Walks the accounts and regions under `src_prefix` to the folders of `days` (the
+/// delivery days a day reads: [`crate::select::folders_read`]). Their objects are
+/// listed by [`day_objects`], as they are needed. A folder that does not exist (yet)
+/// lists as empty.
 pub async fn day_folders(
     s3: &Client,
     bucket: &str,
     src_prefix: &str,
-    day: Day,
+    days: &[Day],
     max_concurrent: usize,
 ) -> Result<DayFolders, Error> {
     let mut accounts = Vec::new();
@@ -190,7 +192,9 @@ pub async fn day_folders(
     let mut prefixes = Vec::new();
     for (_, regions, _) in list_many(s3, bucket, trails, max_concurrent).await? {
         for region in regions {
-            prefixes.push(format!("{region}{}", day.path()));
+            for day in days {
+                prefixes.push(format!("{region}{}", day.path()));
+            }
         }
     }
     prefixes.sort();

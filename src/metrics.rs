@@ -2,9 +2,10 @@
 //!
 //! In Lambda, one JSON line per aggregated day is printed to stdout; CloudWatch turns
 //! it into metrics in `METRICS_NAMESPACE` with the dimension `FunctionName`:
-//! `FilesRead`, `RecordsWritten`, `BytesRead`, `BytesWritten`, `ChunksWritten` (Count
-//! and Bytes) and `DurationMs` (Milliseconds). The template's record-count alarms use
-//! `RecordsWritten`.
+//! `FilesRead`, `RecordsWritten`, `RecordsOtherDays` (left for their own event day,
+//! `DAY_BY=event`), `DuplicatesDropped` (`DEDUP=eventid`), `BytesRead`, `BytesWritten`,
+//! `ChunksWritten` (Count and Bytes) and `DurationMs` (Milliseconds). The template's
+//! record-count alarms use `RecordsWritten`.
 
 use serde_json::json;
 
@@ -18,6 +19,10 @@ pub fn emf_line(
     timestamp_ms: u64,
 ) -> String {
     let m = &summary.manifest;
+    let (other_days, duplicates) = m
+        .selection
+        .as_ref()
+        .map_or((0, 0), |s| (s.other_days, s.duplicates));
     json!({
         "_aws": {
             "Timestamp": timestamp_ms,
@@ -27,6 +32,8 @@ pub fn emf_line(
                 "Metrics": [
                     {"Name": "FilesRead", "Unit": "Count"},
                     {"Name": "RecordsWritten", "Unit": "Count"},
+                    {"Name": "RecordsOtherDays", "Unit": "Count"},
+                    {"Name": "DuplicatesDropped", "Unit": "Count"},
                     {"Name": "BytesRead", "Unit": "Bytes"},
                     {"Name": "BytesWritten", "Unit": "Bytes"},
                     {"Name": "ChunksWritten", "Unit": "Count"},
@@ -38,6 +45,8 @@ pub fn emf_line(
         "Day": summary.day.to_string(),
         "FilesRead": m.source_files,
         "RecordsWritten": m.records,
+        "RecordsOtherDays": other_days,
+        "DuplicatesDropped": duplicates,
         "BytesRead": m.bytes_read,
         "BytesWritten": m.bytes_written,
         "ChunksWritten": m.chunks.len(),
@@ -84,6 +93,7 @@ mod tests {
                     bytes: 400,
                     uncompressed_bytes: 5000,
                 }],
+                selection: None,
                 generator: "x".into(),
             },
             stale_chunks_deleted: vec![],
@@ -98,6 +108,8 @@ mod tests {
         let want = [
             ("FilesRead", 3),
             ("RecordsWritten", 17),
+            ("RecordsOtherDays", 0),
+            ("DuplicatesDropped", 0),
             ("BytesRead", 1000),
             ("BytesWritten", 400),
             ("ChunksWritten", 1),

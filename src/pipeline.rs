@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! listing ─▶ source: GETs in key order (≤ MAX_CONCURRENT_GETS running, a byte budget)
-//!         ─▶ [thread 1] records: gunzip + JSON → blocks of NDJSON lines
+//!         ─▶ [thread 1] records: gunzip + JSON → (select: DAY_BY=event, DEDUP)
+//!                        → blocks of NDJSON lines
 //!         ─▶ [thread 2] chunks: gzip NDJSON or Parquet files, handed out in pieces
 //!         ─▶ writer: PutObject or multipart upload per chunk
 //!         ─▶ stale-chunk cleanup ─▶ _manifest.json
@@ -29,6 +30,7 @@ use crate::lease::{self, Lease, LEASE_WITHOUT_DEADLINE};
 use crate::listing;
 use crate::parquet_chunks::ParquetBuilder;
 use crate::records::{self, FileError, ReadStats, RecordSink};
+use crate::select::{self, SelectError, Selection, Selector};
 use crate::source::{Fetched, Source};
 use crate::trigger::Day;
 use crate::writer::{self, Manifest};
@@ -81,21 +83,68 @@ impl Progress {
     }
 }
 
-/// The records stage's sink: blocks of lines for the chunks stage, and the count of
-/// files done for a deadline error.
+/// The records stage's sink: the records the selector keeps (all, by default) as
+/// blocks of lines for the chunks stage, and the count of files done for a deadline
+/// error.
 struct Sink<'a> {
     blocks: chunks::LineBlocks,
     done: &'a AtomicU64,
+    select: Option<Selector>,
+    /// The file being read, and why selection stopped the stage in it.
+    key: String,
+    refused: Option<SelectError>,
 }
 
 impl RecordSink for Sink<'_> {
+    fn file_start(&mut self, key: &str) {
+        if let Some(s) = &mut self.select {
+            self.key.clear();
+            self.key.push_str(key);
+            s.file_start(key);
+        }
+    }
+
     fn record(&mut self, record: &[u8]) -> bool {
+        if let Some(s) = &mut self.select {
+            match s.keep(record) {
+                Ok(true) => {}
+                Ok(false) => return true,
+                Err(e) => {
+                    self.refused = Some(e);
+                    return false;
+                }
+            }
+        }
         self.blocks.record(record)
     }
 
     fn file_done(&mut self, key: &str, records: u64) {
         self.done.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(key, records, "file aggregated");
+    }
+}
+
+/// What selection did, at info; a warning when the next day's folders held nothing
+/// yet (its late events are then missing until the day is aggregated again).
+fn log_selection(day: Day, sel: &Selection) {
+    for f in &sel.folders {
+        info!(day = %day, folder = %f.day, files = f.files, records = f.records, "delivery folder read");
+    }
+    info!(
+        day = %day,
+        day_by = %sel.day_by,
+        dedup = %sel.dedup,
+        records_read = sel.records_read,
+        records_written = sel.records_written,
+        other_days = sel.other_days,
+        in_no_day = sel.in_no_day,
+        duplicates = sel.duplicates,
+        "records selected"
+    );
+    if let [_, next] = sel.folders.as_slice() {
+        if next.files == 0 {
+            warn!(day = %day, folder = %next.day, "the next day's delivery folders hold no files yet: events of this day delivered after midnight are missing until it is aggregated again");
+        }
     }
 }
 
@@ -138,7 +187,8 @@ pub async fn aggregate_day(
     let started = Instant::now();
     let (src_bucket, dst_bucket) = (cfg.src_bucket.as_str(), cfg.dst_bucket.as_str());
     let lists = cfg.max_concurrent_lists;
-    let folders = listing::day_folders(s3, src_bucket, &cfg.src_prefix, day, lists).await?;
+    let days = select::folders_read(day, cfg.day_by);
+    let folders = listing::day_folders(s3, src_bucket, &cfg.src_prefix, &days, lists).await?;
     if folders.accounts == 0 {
         return Err(Error::NoAccounts {
             bucket: cfg.src_bucket.clone(),
@@ -221,6 +271,8 @@ async fn run_day(
 
     let records_stage = {
         let (progress, bucket, limits) = (progress.clone(), cfg.src_bucket.clone(), cfg.limits);
+        let select = Selector::needed(cfg.day_by, cfg.dedup)
+            .then(|| Selector::new(day, cfg.day_by, cfg.dedup, cfg.dedup_max_events));
         tokio::task::spawn_blocking(move || {
             let files = std::iter::from_fn(|| file_rx.blocking_recv())
                 .flatten()
@@ -228,11 +280,22 @@ async fn run_day(
             let mut sink = Sink {
                 blocks,
                 done: &progress.done,
+                select,
+                key: String::new(),
+                refused: None,
             };
             let stats = records::read_files(files, limits, &mut sink)
                 .map_err(|e| file_error(&bucket, e))?;
+            if let Some(source) = sink.refused {
+                return Err(Error::Select {
+                    bucket,
+                    key: sink.key,
+                    source,
+                });
+            }
             sink.blocks.finish();
-            Ok(stats.unwrap_or_default())
+            let selection = sink.select.map(Selector::finish);
+            Ok((stats.unwrap_or_default(), selection))
         })
     };
     let format = cfg.output_format;
@@ -276,15 +339,19 @@ async fn run_day(
     // On the first error the other stages are dropped, closing their channels: each
     // thread stops at its next hand-over.
     let joined = tokio::try_join!(fetcher, records_stage, chunks_stage, writer_stage);
-    let ((), stats, (), entries): ((), ReadStats, (), _) = match joined {
-        Ok(done) => done,
-        Err(e) => {
-            if let Some(mp) = open_upload.take() {
-                mp.abort(s3).await;
+    let ((), (stats, selection), (), entries): ((), (ReadStats, Option<Selection>), (), _) =
+        match joined {
+            Ok(done) => done,
+            Err(e) => {
+                if let Some(mp) = open_upload.take() {
+                    mp.abort(s3).await;
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
-    };
+        };
+    if let Some(sel) = &selection {
+        log_selection(day, sel);
+    }
 
     let total = progress.listed.load(Ordering::Relaxed);
     if total == 0 {
@@ -312,11 +379,14 @@ async fn run_day(
         format,
         source,
         source_files: stats.files,
-        records: stats.records,
+        records: selection
+            .as_ref()
+            .map_or(stats.records, |s| s.records_written),
         bytes_read: stats.bytes_read,
         bytes_written: entries.iter().map(|e| e.bytes).sum(),
         uncompressed_bytes_written: entries.iter().map(|e| e.uncompressed_bytes).sum(),
         chunks: entries,
+        selection,
         generator: concat!("cloudtrail-aggregator ", env!("CARGO_PKG_VERSION")).to_string(),
     };
     writer::put_manifest(s3, dst_bucket, &manifest_key, &manifest).await?;

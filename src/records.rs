@@ -169,7 +169,10 @@ pub struct SourceFile<R> {
 
 /// Where the records stage puts what it reads.
 pub trait RecordSink {
-    /// One record, without its newline; `false` stops the stage (the next one has gone).
+    /// A file begins: the records until the next `file_start` are its.
+    fn file_start(&mut self, _key: &str) {}
+    /// One record, without its newline; `false` stops the stage (the next one has gone,
+    /// or the sink refused the record and keeps the reason).
     fn record(&mut self, record: &[u8]) -> bool;
     /// A file was read to its end, holding `records` records.
     fn file_done(&mut self, _key: &str, _records: u64) {}
@@ -216,6 +219,7 @@ pub fn read_files<R: Read>(
     let mut reader = RecordReader::new(limits);
     let mut stats = ReadStats::default();
     for file in files {
+        sink.file_start(&file.key);
         let mut body = Counting {
             inner: file.body,
             count: 0,

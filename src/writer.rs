@@ -96,6 +96,10 @@ pub struct Manifest {
     /// Bytes of the records as NDJSON (before compression, or before Parquet encoding).
     pub uncompressed_bytes_written: u64,
     pub chunks: Vec<ChunkEntry>,
+    /// What `DAY_BY=event` or `DEDUP` selected; absent with the defaults, whose
+    /// manifest is unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection: Option<crate::select::Selection>,
     pub generator: String,
 }
 

@@ -78,6 +78,13 @@ struct Overrides {
     /// Overrides OUTPUT_FORMAT: ndjson (gzip NDJSON, the default) or parquet.
     #[arg(long, value_name = "FORMAT")]
     format: Option<String>,
+    /// Overrides DAY_BY: delivery (CloudTrail's folder, the default) or event (the events
+    /// whose eventTime is on the day; reads the day's and the next day's folders).
+    #[arg(long, value_name = "DAY_BY")]
+    day_by: Option<String>,
+    /// Overrides DEDUP: none (the default) or eventid (one record per eventID and day).
+    #[arg(long, value_name = "DEDUP")]
+    dedup: Option<String>,
     /// Overrides CHUNK_SIZE_BYTES.
     #[arg(long)]
     chunk_size_bytes: Option<u64>,
@@ -99,6 +106,8 @@ impl Overrides {
         set("DST_BUCKET", self.dst_bucket.clone());
         set("DST_PREFIX", self.dst_prefix.clone());
         set("OUTPUT_FORMAT", self.format.clone());
+        set("DAY_BY", self.day_by.clone());
+        set("DEDUP", self.dedup.clone());
         set(
             "CHUNK_SIZE_BYTES",
             self.chunk_size_bytes.map(|n| n.to_string()),
@@ -176,8 +185,14 @@ fn mb(bytes: u64) -> String {
 
 fn summary_line(cfg: &Config, s: &Summary) -> String {
     let m = &s.manifest;
+    let selected = m.selection.as_ref().map_or(String::new(), |sel| {
+        format!(
+            " (by {}: {} read, {} of other days, {} duplicates dropped)",
+            sel.day_by, sel.records_read, sel.other_days, sel.duplicates
+        )
+    });
     format!(
-        "{}: {} files, {} records, {} chunks, {} read, {} written as {} ({} NDJSON) in {:.2}s -> s3://{}/{}",
+        "{}: {} files, {} records{selected}, {} chunks, {} read, {} written as {} ({} NDJSON) in {:.2}s -> s3://{}/{}",
         s.day,
         m.source_files,
         m.records,

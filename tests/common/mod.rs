@@ -824,3 +824,115 @@ pub async fn assert_day_whole(s3: &Client, bucket: &str, folder: &str, want: &[E
     assert_lines(&ndjson, want);
     assert_eq!(manifest["records"], want.len() as u64);
 }
+
+/// A CloudTrail-shaped record of `account` in `region` at `time` (RFC 3339), with
+/// `id` as its eventID (and AWS's `\u003d` escape, so that byte-exactness shows).
+pub fn event_record(account: &str, region: &str, time: &str, id: &str) -> String {
+    format!(
+        concat!(
+            "{{\"eventVersion\":\"1.09\",\"userIdentity\":{{\"type\":\"AssumedRole\",\"accountId\":\"{account}\"}},",
+            "\"eventTime\":\"{time}\",\"eventSource\":\"s3.amazonaws.com\",\"eventName\":\"GetObject\",",
+            "\"awsRegion\":\"{region}\",\"userAgent\":\"aws-sdk-go m\\u003dx\",\"requestID\":\"r-{id}\",",
+            "\"eventID\":\"{id}\",\"readOnly\":true,\"recipientAccountId\":\"{account}\"}}"
+        ),
+        account = account,
+        region = region,
+        time = time,
+        id = id,
+    )
+}
+
+/// Delivery folders 2024/02/11, 12 and 13 of two accounts × two regions that straddle
+/// midnight, sorted by key. In each folder F: the first file holds two events of the
+/// day before at 23:5x (delivered after midnight) and one of F at 00:01, and repeats
+/// the last event of the folder before's last file (an event delivered twice, across
+/// folders); the second file holds three events of F; the third two events of F at
+/// 23:5x and a repeat of the second file's first event (twice in one folder). In
+/// 2024/02/13 one file also holds an event of 2024-02-11 (two days late).
+pub fn straddling_days() -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for (fi, folder) in ["2024-02-11", "2024-02-12", "2024-02-13"]
+        .iter()
+        .enumerate()
+    {
+        let before = ["2024-02-10", "2024-02-11", "2024-02-12"][fi];
+        let path = folder.replace('-', "/");
+        for account in ["111111111111", "222222222222"] {
+            for region in ["eu-west-1", "us-east-1"] {
+                let id = |f: &str, n: usize, k: usize| format!("{account}-{region}-{f}-{n}-{k}");
+                let ev = |t: String, i: String| event_record(account, region, &t, &i);
+                let mut first = vec![
+                    ev(format!("{before}T23:58:01Z"), id(folder, 0, 0)),
+                    ev(format!("{before}T23:59:59Z"), id(folder, 0, 1)),
+                    ev(format!("{folder}T00:01:00Z"), id(folder, 0, 2)),
+                ];
+                if fi > 0 {
+                    // The folder before's last file's last event, delivered again.
+                    let prev = ["2024-02-11", "2024-02-12"][fi - 1];
+                    first.push(ev(format!("{prev}T23:57:00Z"), id(prev, 2, 1)));
+                }
+                let mut second: Vec<String> = (0..3)
+                    .map(|k| ev(format!("{folder}T10:0{k}:00Z"), id(folder, 1, k)))
+                    .collect();
+                if fi == 2 && account == "111111111111" && region == "eu-west-1" {
+                    second.push(ev("2024-02-11T12:00:00Z".into(), id("late", 1, 9)));
+                }
+                let third = vec![
+                    ev(format!("{folder}T23:55:00Z"), id(folder, 2, 0)),
+                    ev(format!("{folder}T23:57:00Z"), id(folder, 2, 1)),
+                    ev(format!("{folder}T10:00:00Z"), id(folder, 1, 0)),
+                ];
+                for (n, recs) in [first, second, third].iter().enumerate() {
+                    let key = log_key("AWSLogs/", account, region, &path, n);
+                    files.push((key, gzip(&delivery(recs))));
+                }
+            }
+        }
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files
+}
+
+/// What an event day must hold, computed from the sources independently of the
+/// aggregator: the records of the delivery folders `day` and the next, in key order,
+/// whose eventTime is on `day` (UTC), with `dedup` the first of each eventID.
+/// Returns (records, records read, of other days, duplicates).
+pub fn event_day_oracle(
+    files: &[(String, Vec<u8>)],
+    day: &str,
+    dedup: bool,
+) -> (Vec<Expected>, u64, u64, u64) {
+    let d = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap();
+    let folders = [d, d.succ_opt().unwrap()].map(|d| format!("/{}/", d.format("%Y/%m/%d")));
+    let (mut out, mut read, mut other, mut dups) = (Vec::new(), 0, 0, 0);
+    let mut seen = std::collections::HashSet::new();
+    for (key, body) in files {
+        if !folders.iter().any(|f| key.contains(f.as_str())) {
+            continue;
+        }
+        let values: serde_json::Value = serde_json::from_slice(&gunzip(body)).unwrap();
+        let records = values["Records"].as_array().unwrap();
+        for (record, expected) in records.iter().zip(expected_lines(body)) {
+            read += 1;
+            let time = record["eventTime"].as_str().unwrap();
+            let on = chrono::DateTime::parse_from_rfc3339(time)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+                .date_naive();
+            if on != d {
+                other += 1;
+                continue;
+            }
+            if dedup {
+                if let Some(id) = record["eventID"].as_str() {
+                    if !seen.insert(id.to_string()) {
+                        dups += 1;
+                        continue;
+                    }
+                }
+            }
+            out.push(expected);
+        }
+    }
+    (out, read, other, dups)
+}

@@ -1,0 +1,487 @@
+//! Select: which of the records read a day keeps (`DAY_BY`, `DEDUP`). It sits between
+//! the records and the chunks stages, on the records stage's thread, and has no I/O.
+//!
+//! **`DAY_BY=delivery`** (the default) keeps every record of the day's delivery folders:
+//! the day is CloudTrail's folder `YYYY/MM/DD/`.
+//!
+//! **`DAY_BY=event`**: the run of day D reads the delivery folders D and D+1 of every
+//! account and region (CloudTrail delivers an event within minutes, so D's last events
+//! are in D+1's first files) and keeps exactly the records whose `eventTime` falls on D
+//! (UTC). The others are left for their own day's run and counted (`other_days`); those
+//! that no event day's run will read — an event more than a day older than the folder
+//! it was delivered in, which the run of its day does not list — are counted apart
+//! (`in_no_day`) and logged as a warning, since they are in no event day's output. A
+//! record whose `eventTime` is missing, not a string, not RFC 3339 or given twice fails
+//! the run naming the file and the record: nothing is dropped on a guess.
+//!
+//! **`DEDUP=eventid`**: a record whose `eventID` was already kept for the day is dropped
+//! (`duplicates`); the first in the output's order (source key, then position) wins. A
+//! record without a string `eventID` is kept (`without_event_id`). The seen set holds
+//! a 128-bit hash (xxh3-128) of each eventID kept — a collision, which would drop a
+//! record, has a probability of about n² / 2¹²⁹ (10⁻²⁶ for the 1.5 M-record organisation
+//! day) — in a hash set of 17 bytes per slot, at most 8/7 full: 19–39 bytes per record
+//! kept, ~34 MiB for 1.5 M records. Past `DEDUP_MAX_EVENTS` records (20 M by default,
+//! ~0.6 GiB at most) the run fails saying so, rather than grow without bound.
+//!
+//! Order is never changed: a record is kept or not, in the order it was read.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::trigger::Day;
+
+/// `DEDUP_MAX_EVENTS` default: eventIDs remembered for one day before the run fails.
+pub const DEFAULT_DEDUP_MAX_EVENTS: u64 = 20_000_000;
+
+/// What a day is (`DAY_BY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DayBy {
+    /// CloudTrail's delivery folder.
+    #[default]
+    Delivery,
+    /// The events whose `eventTime` is on the day.
+    Event,
+}
+
+/// Duplicate removal (`DEDUP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dedup {
+    #[default]
+    None,
+    /// One record per `eventID`.
+    #[serde(rename = "eventid")]
+    EventId,
+}
+
+impl DayBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            DayBy::Delivery => "delivery",
+            DayBy::Event => "event",
+        }
+    }
+}
+
+impl Dedup {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dedup::None => "none",
+            Dedup::EventId => "eventid",
+        }
+    }
+}
+
+impl std::str::FromStr for DayBy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [DayBy::Delivery, DayBy::Event]
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("{:?} is not one of delivery, event", s.trim()))
+    }
+}
+
+impl std::str::FromStr for Dedup {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Dedup::None, Dedup::EventId]
+            .into_iter()
+            .find(|d| d.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("{:?} is not one of none, eventid", s.trim()))
+    }
+}
+
+impl fmt::Display for DayBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Display for Dedup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The delivery folders a day reads: D, and with `DAY_BY=event` also D+1.
+pub fn folders_read(day: Day, day_by: DayBy) -> Vec<Day> {
+    match (day_by, day.succ()) {
+        (DayBy::Event, Some(next)) => vec![day, next],
+        _ => vec![day],
+    }
+}
+
+/// Files and records read from one delivery folder (summed over accounts and regions).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FolderCount {
+    /// The delivery day, `YYYY-MM-DD`.
+    pub day: String,
+    pub files: u64,
+    pub records: u64,
+}
+
+/// What selection did, for the manifest (only when `DAY_BY` or `DEDUP` is not the
+/// default, so that a default manifest is unchanged).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Selection {
+    pub day_by: DayBy,
+    pub dedup: Dedup,
+    /// The delivery folders read, in order, with what each held.
+    pub folders: Vec<FolderCount>,
+    pub records_read: u64,
+    pub records_written: u64,
+    /// Records of other days, left for their own day's run.
+    pub other_days: u64,
+    /// Of those, the ones no event day's run reads (delivered more than a day late).
+    pub in_no_day: u64,
+    /// Records dropped because their eventID was already written.
+    pub duplicates: u64,
+    /// Records kept without a string eventID (with `DEDUP=eventid`).
+    pub without_event_id: u64,
+}
+
+/// Why a record could not be selected (the file's key is added by the caller).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectError {
+    #[error("record {index} has no usable eventTime ({why}); DAY_BY=event places every record by it (DAY_BY=delivery does not read it)")]
+    EventTime { index: u64, why: String },
+    #[error("record {index}: {why}")]
+    Unreadable { index: u64, why: String },
+    #[error("more than DEDUP_MAX_EVENTS ({limit}) records for one day: raise DEDUP_MAX_EVENTS (each costs 19–39 bytes of memory) or set DEDUP=none")]
+    TooManyEvents { limit: u64 },
+}
+
+/// The two fields event mode reads, as their JSON text.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(rename = "eventTime", borrow, default)]
+    event_time: Option<&'a RawValue>,
+    #[serde(rename = "eventID", borrow, default)]
+    event_id: Option<&'a RawValue>,
+}
+
+/// The field delivery mode with `DEDUP` reads (eventTime is not looked at).
+#[derive(Deserialize)]
+struct IdOnly<'a> {
+    #[serde(rename = "eventID", borrow, default)]
+    event_id: Option<&'a RawValue>,
+}
+
+/// A JSON string's value, or `None` for any other JSON value.
+fn json_string(raw: &RawValue) -> Option<std::borrow::Cow<'_, str>> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// Decides record by record; see the module doc.
+#[derive(Debug)]
+pub struct Selector {
+    day: NaiveDate,
+    /// The delivery days read (D, or D and D+1).
+    folders: Vec<Day>,
+    seen: HashSet<u128>,
+    max_events: u64,
+    stats: Selection,
+    /// The folder of the file being read (an index into `folders`).
+    folder: usize,
+    /// The index of the next record in the file being read.
+    index: u64,
+}
+
+impl Selector {
+    pub fn new(day: Day, day_by: DayBy, dedup: Dedup, max_events: u64) -> Selector {
+        let folders = folders_read(day, day_by);
+        let counts = folders
+            .iter()
+            .map(|d| FolderCount {
+                day: d.to_string(),
+                files: 0,
+                records: 0,
+            })
+            .collect();
+        Selector {
+            day: day.0,
+            folders,
+            seen: HashSet::new(),
+            max_events,
+            stats: Selection {
+                day_by,
+                dedup,
+                folders: counts,
+                records_read: 0,
+                records_written: 0,
+                other_days: 0,
+                in_no_day: 0,
+                duplicates: 0,
+                without_event_id: 0,
+            },
+            folder: 0,
+            index: 0,
+        }
+    }
+
+    /// Whether selection has anything to do: not for the default settings.
+    pub fn needed(day_by: DayBy, dedup: Dedup) -> bool {
+        day_by != DayBy::Delivery || dedup != Dedup::None
+    }
+
+    /// A file of the day begins (`…/YYYY/MM/DD/name`): its records count for its
+    /// delivery folder.
+    pub fn file_start(&mut self, key: &str) {
+        let mut parts = key.rsplit('/').skip(1);
+        let (d, m, y) = (parts.next(), parts.next(), parts.next());
+        let day = match (y, m, d) {
+            (Some(y), Some(m), Some(d)) => match (y.parse(), m.parse(), d.parse()) {
+                (Ok(y), Ok(m), Ok(d)) => Day::from_ymd(y, m, d),
+                _ => None,
+            },
+            _ => None,
+        };
+        // The listing only hands out keys of the folders read; the first is the safe
+        // guess for any other.
+        self.folder = day
+            .and_then(|day| self.folders.iter().position(|f| *f == day))
+            .unwrap_or(0);
+        self.stats.folders[self.folder].files += 1;
+        self.index = 0;
+    }
+
+    /// Whether `record` (one element of a file's `Records`, as in the source) is kept.
+    pub fn keep(&mut self, record: &[u8]) -> Result<bool, SelectError> {
+        let index = self.index;
+        self.index += 1;
+        self.stats.records_read += 1;
+        self.stats.folders[self.folder].records += 1;
+        let fields: Fields = if self.stats.day_by == DayBy::Event {
+            serde_json::from_slice(record).map_err(|e| {
+                let why = e.to_string();
+                if why.contains("eventTime") {
+                    SelectError::EventTime { index, why }
+                } else {
+                    SelectError::Unreadable { index, why }
+                }
+            })?
+        } else {
+            let IdOnly { event_id } =
+                serde_json::from_slice(record).map_err(|e| SelectError::Unreadable {
+                    index,
+                    why: e.to_string(),
+                })?;
+            Fields {
+                event_time: None,
+                event_id,
+            }
+        };
+        if self.stats.day_by == DayBy::Event {
+            let event_day = self.event_day(index, fields.event_time)?;
+            if event_day != self.day {
+                self.stats.other_days += 1;
+                // Day E's run reads folders E and E+1.
+                let folder = self.folders[self.folder].0;
+                if event_day != folder && event_day.succ_opt() != Some(folder) {
+                    self.stats.in_no_day += 1;
+                    tracing::warn!(
+                        record = index,
+                        event_day = %event_day,
+                        delivered = %folder,
+                        "an event delivered more than a day late: no DAY_BY=event run reads it"
+                    );
+                }
+                return Ok(false);
+            }
+        }
+        if self.stats.dedup == Dedup::EventId {
+            match fields.event_id.and_then(json_string) {
+                Some(id) => {
+                    let hash = twox_hash::XxHash3_128::oneshot(id.as_bytes());
+                    if !self.seen.insert(hash) {
+                        self.stats.duplicates += 1;
+                        return Ok(false);
+                    }
+                    if self.seen.len() as u64 > self.max_events {
+                        return Err(SelectError::TooManyEvents {
+                            limit: self.max_events,
+                        });
+                    }
+                }
+                None => self.stats.without_event_id += 1,
+            }
+        }
+        self.stats.records_written += 1;
+        Ok(true)
+    }
+
+    /// The UTC day of a record's `eventTime`.
+    fn event_day(&self, index: u64, raw: Option<&RawValue>) -> Result<NaiveDate, SelectError> {
+        let why = |why: String| SelectError::EventTime { index, why };
+        let raw = raw.ok_or_else(|| why("it is missing".into()))?;
+        let text = json_string(raw).ok_or_else(|| why(format!("{} is not a string", raw.get())))?;
+        let time = DateTime::parse_from_rfc3339(&text)
+            .map_err(|e| why(format!("{:?} is not an RFC 3339 time: {e}", text.as_ref())))?;
+        Ok(time.with_timezone(&Utc).date_naive())
+    }
+
+    /// What was selected so far.
+    pub fn selection(&self) -> &Selection {
+        &self.stats
+    }
+
+    /// Consumes the selector.
+    pub fn finish(self) -> Selection {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day() -> Day {
+        "2024-02-12".parse().unwrap()
+    }
+
+    fn rec(time: &str, id: &str) -> Vec<u8> {
+        format!(r#"{{"eventVersion":"1.08","eventTime":"{time}","eventID":"{id}","x":{{"eventTime":"nested"}}}}"#)
+            .into_bytes()
+    }
+
+    const D: &str = "AWSLogs/111111111111/CloudTrail/eu-west-1/2024/02/12/f.json.gz";
+    const D1: &str = "AWSLogs/111111111111/CloudTrail/eu-west-1/2024/02/13/f.json.gz";
+
+    /// Event mode keeps D's events from both folders and counts the rest per folder.
+    #[test]
+    fn event_day_keeps_the_events_of_the_day() {
+        let mut s = Selector::new(day(), DayBy::Event, Dedup::None, 10);
+        s.file_start(D);
+        assert!(!s.keep(&rec("2024-02-11T23:58:00Z", "a")).unwrap());
+        assert!(s.keep(&rec("2024-02-12T00:01:00Z", "b")).unwrap());
+        assert!(s.keep(&rec("2024-02-12T23:59:59Z", "c")).unwrap());
+        s.file_start(D1);
+        assert!(s.keep(&rec("2024-02-12T23:59:59.999Z", "d")).unwrap());
+        assert!(!s.keep(&rec("2024-02-13T00:00:00Z", "e")).unwrap());
+        // Another offset: 2024-02-13T00:30+01:00 is 2024-02-12T23:30Z.
+        assert!(s.keep(&rec("2024-02-13T00:30:00+01:00", "f")).unwrap());
+        let sel = s.finish();
+        assert_eq!(sel.records_read, 6);
+        assert_eq!(sel.records_written, 4);
+        assert_eq!(sel.other_days, 2);
+        assert_eq!(sel.in_no_day, 0);
+        assert_eq!(
+            sel.folders,
+            vec![
+                FolderCount {
+                    day: "2024-02-12".into(),
+                    files: 1,
+                    records: 3
+                },
+                FolderCount {
+                    day: "2024-02-13".into(),
+                    files: 1,
+                    records: 3
+                },
+            ]
+        );
+    }
+
+    /// An event of D-1 found in D+1's folder is read by no event day's run: counted.
+    #[test]
+    fn an_event_two_days_late_is_counted_as_in_no_day() {
+        let mut s = Selector::new(day(), DayBy::Event, Dedup::None, 10);
+        s.file_start(D1);
+        assert!(!s.keep(&rec("2024-02-11T12:00:00Z", "a")).unwrap());
+        let sel = s.finish();
+        assert_eq!((sel.other_days, sel.in_no_day), (1, 1));
+    }
+
+    /// A record without a usable eventTime fails, naming the record.
+    #[test]
+    fn an_unusable_event_time_is_an_error() {
+        for bad in [
+            r#"{"eventID":"a"}"#,
+            r#"{"eventTime":12,"eventID":"a"}"#,
+            r#"{"eventTime":null}"#,
+            r#"{"eventTime":"yesterday"}"#,
+            r#"{"eventTime":"2024-02-12T10:00:00Z","eventTime":"2024-02-12T10:00:00Z"}"#,
+        ] {
+            let mut s = Selector::new(day(), DayBy::Event, Dedup::None, 10);
+            s.file_start(D);
+            assert!(s.keep(&rec("2024-02-12T00:00:00Z", "x")).unwrap());
+            let e = s.keep(bad.as_bytes()).unwrap_err();
+            assert!(
+                matches!(e, SelectError::EventTime { index: 1, .. }),
+                "{bad}: {e:?}"
+            );
+            assert!(e.to_string().contains("record 1"), "{e}");
+        }
+        // In delivery mode eventTime is not read.
+        let mut s = Selector::new(day(), DayBy::Delivery, Dedup::EventId, 10);
+        assert!(s
+            .keep(br#"{"eventTime":"yesterday","eventID":"a"}"#)
+            .unwrap());
+    }
+
+    /// DEDUP keeps the first of each eventID, across files and folders, and every
+    /// record without one.
+    #[test]
+    fn dedup_keeps_the_first_of_each_event_id() {
+        let mut s = Selector::new(day(), DayBy::Event, Dedup::EventId, 10);
+        s.file_start(D);
+        assert!(s.keep(&rec("2024-02-12T01:00:00Z", "a")).unwrap());
+        assert!(!s.keep(&rec("2024-02-12T01:00:00Z", "a")).unwrap());
+        assert!(s.keep(&rec("2024-02-12T01:00:00Z", "b")).unwrap());
+        s.file_start(D1);
+        assert!(!s.keep(&rec("2024-02-12T01:00:00Z", "b")).unwrap());
+        // Another day's record does not enter the seen set.
+        assert!(!s.keep(&rec("2024-02-13T01:00:00Z", "c")).unwrap());
+        assert!(s.keep(br#"{"eventTime":"2024-02-12T02:00:00Z"}"#).unwrap());
+        assert!(s
+            .keep(br#"{"eventTime":"2024-02-12T02:00:00Z","eventID":7}"#)
+            .unwrap());
+        let sel = s.finish();
+        assert_eq!(sel.duplicates, 2);
+        assert_eq!(sel.without_event_id, 2);
+        assert_eq!(sel.records_written, 4);
+        assert_eq!(sel.other_days, 1);
+    }
+
+    /// An escaped eventID is the same eventID.
+    #[test]
+    fn dedup_compares_event_ids_by_value() {
+        let mut s = Selector::new(day(), DayBy::Delivery, Dedup::EventId, 10);
+        assert!(s.keep(br#"{"eventID":"ab"}"#).unwrap());
+        assert!(!s.keep(br#"{"eventID":"a\u0062"}"#).unwrap());
+    }
+
+    /// Past DEDUP_MAX_EVENTS the run fails, saying how to go on.
+    #[test]
+    fn dedup_is_bounded() {
+        let mut s = Selector::new(day(), DayBy::Delivery, Dedup::EventId, 2);
+        assert!(s.keep(br#"{"eventID":"a"}"#).unwrap());
+        assert!(s.keep(br#"{"eventID":"b"}"#).unwrap());
+        let e = s.keep(br#"{"eventID":"c"}"#).unwrap_err();
+        assert_eq!(e, SelectError::TooManyEvents { limit: 2 });
+        assert!(e.to_string().contains("DEDUP_MAX_EVENTS"));
+    }
+
+    #[test]
+    fn settings_parse() {
+        assert_eq!("EVENT".parse::<DayBy>().unwrap(), DayBy::Event);
+        assert_eq!(" delivery".parse::<DayBy>().unwrap(), DayBy::Delivery);
+        assert!("events".parse::<DayBy>().is_err());
+        assert_eq!("eventId".parse::<Dedup>().unwrap(), Dedup::EventId);
+        assert!("yes".parse::<Dedup>().is_err());
+        assert_eq!(folders_read(day(), DayBy::Delivery).len(), 1);
+        assert_eq!(
+            folders_read(day(), DayBy::Event)[1].to_string(),
+            "2024-02-13"
+        );
+        assert!(!Selector::needed(DayBy::Delivery, Dedup::None));
+    }
+}
