@@ -16,6 +16,9 @@
 //! - `org`:   ~100,000 files over 200 accounts × 17 regions, ~2 GB of NDJSON;
 //! - `big`:   one delivery file of ~1 GB uncompressed (`big-N`: of N MB; `big-3000` is a
 //!   ~300 MB gzip file);
+//! - `twoday`: the `org` day's folder and the next day's (02/13, whose first file per
+//!   region holds 02-12's last minutes): for `--day-by event` (the event day 02-12
+//!   reads both folders);
 //! - `busy`:  136 files of ~1 MB gzip (a busy account's day, ~800 MB of NDJSON);
 //! - `wide`:  ~100,000 files over 1,000 accounts × 17 regions, 6 per folder, ~2 GB:
 //!   an organisation of many quiet accounts (18,000 LISTs).
@@ -28,6 +31,8 @@
 //! than 10,000 files are skipped unless `--seed-algorithm-all` is given),
 //! `--formats ndjson,parquet` (default `ndjson`; each format writes under its own prefix,
 //! `cloudtrail-daily-<format>/`, so both days stay for `scripts/query_bytes.py`),
+//! `--day-by delivery,event` (default `delivery`; `event` runs write under
+//! `cloudtrail-daily-<format>-event/` and are checked against the event day),
 //! `--tail-every 100 --tail-ms 250` (a latency tail: one request in every 100, picked
 //! by a hash of its path and query so that runs are alike, takes 250 ms instead).
 //!
@@ -106,6 +111,11 @@ const NAMES: [(&str, &str); 12] = [
 
 /// One CloudTrail-shaped record (~1.4 KB) with realistic variety.
 fn record(rng: &mut Rng, account: &str, region: &str, seq: u64) -> String {
+    record_on(rng, account, region, seq, "2024-02-12")
+}
+
+/// [`record`] at second `seq % 86,400` of `date` (`YYYY-MM-DD`).
+fn record_on(rng: &mut Rng, account: &str, region: &str, seq: u64, date: &str) -> String {
     let (svc, name) = NAMES[rng.below(NAMES.len() as u64) as usize];
     let role = ["Admin", "ReadOnly", "Deployer", "Lambda-exec", "ci-runner"][rng.below(5) as usize];
     let t = seq % 86_400;
@@ -117,8 +127,8 @@ fn record(rng: &mut Rng, account: &str, region: &str, seq: u64) -> String {
             "{{\"eventVersion\":\"1.08\",\"userIdentity\":{{\"type\":\"AssumedRole\",\"principalId\":\"AROA{pid:016X}:session-{sess}\",",
             "\"arn\":\"arn:aws:sts::{acct}:assumed-role/{role}/session-{sess}\",\"accountId\":\"{acct}\",\"accessKeyId\":\"ASIA{key:016X}\",",
             "\"sessionContext\":{{\"sessionIssuer\":{{\"type\":\"Role\",\"principalId\":\"AROA{pid:016X}\",\"arn\":\"arn:aws:iam::{acct}:role/{role}\",",
-            "\"accountId\":\"{acct}\",\"userName\":\"{role}\"}},\"webIdFederationData\":{{}},\"attributes\":{{\"creationDate\":\"2024-02-12T{h:02}:{m:02}:{s:02}Z\",",
-            "\"mfaAuthenticated\":\"false\"}}}}}},\"eventTime\":\"2024-02-12T{h:02}:{m:02}:{s:02}Z\",\"eventSource\":\"{svc}.amazonaws.com\",",
+            "\"accountId\":\"{acct}\",\"userName\":\"{role}\"}},\"webIdFederationData\":{{}},\"attributes\":{{\"creationDate\":\"{date}T{h:02}:{m:02}:{s:02}Z\",",
+            "\"mfaAuthenticated\":\"false\"}}}}}},\"eventTime\":\"{date}T{h:02}:{m:02}:{s:02}Z\",\"eventSource\":\"{svc}.amazonaws.com\",",
             "\"eventName\":\"{name}\",\"awsRegion\":\"{region}\",\"sourceIPAddress\":\"{ip1}.{ip2}.{ip3}.{ip4}\",",
             "\"userAgent\":\"aws-sdk-go-v2/1.24.1 os/linux lang/go#1.21.6 md/GOOS#linux api/{svc}#1.{ua}\",",
             "\"requestParameters\":{{\"resource\":\"arn:aws:{svc}:{region}:{acct}:thing/{res:x}\",\"filter\":\"k\\u003dv\\u0026x\"}},\"responseElements\":null,",
@@ -131,7 +141,7 @@ fn record(rng: &mut Rng, account: &str, region: &str, seq: u64) -> String {
         acct = account,
         role = role,
         key = id.rotate_left(17),
-        h = h, m = m, s = s,
+        h = h, m = m, s = s, date = date,
         svc = svc, name = name, region = region,
         ip1 = ip & 0xff, ip2 = (ip >> 8) & 0xff, ip3 = (ip >> 16) & 0xff, ip4 = (ip >> 24) & 0xff,
         ua = ip % 300,
@@ -166,6 +176,12 @@ struct Meta {
     ndjson_bytes: u64,
     source_bytes: u64,
     digest: u64,
+    /// The event day 2024-02-12 (`DAY_BY=event`), when it differs from the delivery
+    /// day (`twoday`): its records and their digest.
+    #[serde(default)]
+    event_records: Option<u64>,
+    #[serde(default)]
+    event_digest: Option<u64>,
 }
 
 /// The NDJSON size in MB of a one-file shape: `big` (1,000) or `big-N`.
@@ -214,8 +230,14 @@ fn gzip_to(path: &Path, data: &[u8]) -> u64 {
 }
 
 fn key_name(account: &str, region: &str, n: usize) -> String {
+    key_name_on(account, region, DAY, n)
+}
+
+/// [`key_name`] in the delivery folder `day` (`YYYY/MM/DD`).
+fn key_name_on(account: &str, region: &str, day: &str, n: usize) -> String {
+    let compact = day.replace('/', "");
     format!(
-        "AWSLogs/o-bench00001/{account}/CloudTrail/{region}/{DAY}/{account}_CloudTrail_{region}_20240212T{:02}{:02}Z_{n:016x}.json.gz",
+        "AWSLogs/o-bench00001/{account}/CloudTrail/{region}/{day}/{account}_CloudTrail_{region}_{compact}T{:02}{:02}Z_{n:016x}.json.gz",
         (n / 12) % 24,
         (n * 5) % 60
     )
@@ -235,6 +257,8 @@ fn generate(shape: &str, dir: &Path) -> Meta {
         ndjson_bytes: 0,
         source_bytes: 0,
         digest: 0,
+        event_records: None,
+        event_digest: None,
     };
     let mut write_file = |key: String, recs: Vec<String>, meta: &mut Meta| {
         let body = format!("{{\"Records\":[{}]}}", recs.join(","));
@@ -274,6 +298,9 @@ fn generate(shape: &str, dir: &Path) -> Meta {
         meta.digest = digest.0;
         return meta;
     }
+    if shape == "twoday" {
+        return generate_two_days(&mut rng, &root, meta);
+    }
     let (accounts, per_region, max_records) = shape_plan(shape);
     let mut seq = 0u64;
     for a in 0..accounts {
@@ -304,6 +331,72 @@ fn generate(shape: &str, dir: &Path) -> Meta {
         meta.ndjson_bytes += lines.len() as u64 + 1;
     }
     meta.digest = digest.0;
+    meta
+}
+
+/// `twoday`: the org day's delivery folders 2024/02/12 and 2024/02/13. Each region's
+/// first file of 02/13 holds events of 02-12 at 23:55–23:59 (delivered after
+/// midnight); every other record is on its folder's day. The delivery day 02-12 is its
+/// folder; the event day 02-12 is that folder and those late files.
+fn generate_two_days(rng: &mut Rng, root: &Path, mut meta: Meta) -> Meta {
+    let (accounts, per_region, max_records) = shape_plan("org");
+    // (key, records, whether the records are events of 02-12)
+    let mut files: Vec<(String, String, bool)> = Vec::new();
+    let mut seq = 0u64;
+    for a in 0..accounts {
+        let account = format!("{:012}", 100_000_000_000u64 + a as u64 * 7919);
+        for region in REGIONS {
+            for (day, date) in [(DAY, "2024-02-12"), ("2024/02/13", "2024-02-13")] {
+                for n in 0..per_region {
+                    let late = day != DAY && n == 0;
+                    let k = if rng.below(100) < 44 {
+                        1
+                    } else {
+                        1 + rng.below(max_records)
+                    };
+                    let recs: Vec<String> = (0..k)
+                        .map(|_| {
+                            seq += 1;
+                            if late {
+                                let t = 86_100 + seq % 300;
+                                record_on(rng, &account, region, t, "2024-02-12")
+                            } else {
+                                record_on(rng, &account, region, seq, date)
+                            }
+                        })
+                        .collect();
+                    let key = key_name_on(&account, region, day, n);
+                    let body = format!("{{\"Records\":[{}]}}", recs.join(","));
+                    let size = gzip_to(&root.join(SRC).join(&key), body.as_bytes());
+                    if day == DAY {
+                        meta.files += 1;
+                        meta.small_files += (size < 1024) as u64;
+                        meta.records += recs.len() as u64;
+                        meta.source_bytes += size;
+                    }
+                    files.push((key, recs.join("\n"), day == DAY || late));
+                }
+            }
+        }
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let (mut delivery, mut event) = (Digest::new(), Digest::new());
+    let mut event_records = 0;
+    for (key, lines, on_day) in &files {
+        if key.contains(&format!("/{DAY}/")) {
+            delivery.update(lines.as_bytes());
+            delivery.update(b"\n");
+            meta.ndjson_bytes += lines.len() as u64 + 1;
+        }
+        if *on_day {
+            event.update(lines.as_bytes());
+            event.update(b"\n");
+            event_records += lines.lines().count() as u64;
+        }
+    }
+    meta.digest = delivery.0;
+    meta.event_records = Some(event_records);
+    meta.event_digest = Some(event.0);
     meta
 }
 
@@ -729,12 +822,8 @@ fn floor(dir: &Path) -> f64 {
 /// Reads the day's output of `format` from the server's folder: (records, digest of
 /// the NDJSON — `None` for Parquet, whose rows are only counted here (tests/parquet.rs
 /// reads them back field by field) — chunks, bytes of the chunks).
-fn check_output(dir: &Path, format: &str) -> (u64, Option<u64>, usize, u64) {
-    let day_dir = dir
-        .join("s3")
-        .join(DST)
-        .join(format!("cloudtrail-daily-{format}"))
-        .join(DAY);
+fn check_output(dir: &Path, format: &str, prefix: &str) -> (u64, Option<u64>, usize, u64) {
+    let day_dir = dir.join("s3").join(DST).join(prefix).join(DAY);
     let suffix = if format == "parquet" {
         ".parquet"
     } else {
@@ -870,6 +959,7 @@ fn main() {
         .unwrap_or(3);
     let shapes = arg(&args, "--shapes").unwrap_or_else(|| "seed".into());
     let formats = arg(&args, "--formats").unwrap_or_else(|| "ndjson".into());
+    let day_by = arg(&args, "--day-by").unwrap_or_else(|| "delivery".into());
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -898,16 +988,32 @@ fn main() {
         }
         let port: u16 = line.trim().parse().expect("server port");
         let floor_cpu = floor(&dir);
-        // The formats take turns, run by run, so that a noisy stretch of the machine
-        // falls on both alike.
-        let formats: Vec<&str> = formats.split(',').collect();
-        let mut stats: Vec<FormatRuns> = formats.iter().map(|_| FormatRuns::default()).collect();
+        // The variants (format × DAY_BY) take turns, run by run, so that a noisy
+        // stretch of the machine falls on all alike.
+        let variants: Vec<(&str, &str)> = formats
+            .split(',')
+            .flat_map(|f| day_by.split(',').map(move |d| (f, d)))
+            .collect();
+        let mut stats: Vec<FormatRuns> = variants.iter().map(|_| FormatRuns::default()).collect();
         for _ in 0..runs {
-            for (format, st) in formats.iter().zip(stats.iter_mut()) {
+            for ((format, day_by), st) in variants.iter().zip(stats.iter_mut()) {
+                // Delivery days keep the prefix scripts/query_bytes.py is given.
+                let prefix = match *day_by {
+                    "delivery" => format!("cloudtrail-daily-{format}"),
+                    other => format!("cloudtrail-daily-{format}-{other}"),
+                };
+                let (want_records, want_digest) = match *day_by {
+                    "event" => (
+                        meta.event_records.unwrap_or(meta.records),
+                        meta.event_digest.unwrap_or(meta.digest),
+                    ),
+                    _ => (meta.records, meta.digest),
+                };
                 let (before, server_cpu_before) = server_stats(port);
                 let mut cmd = child(&exe, port);
                 cmd.env("OUTPUT_FORMAT", format)
-                    .env("DST_PREFIX", format!("cloudtrail-daily-{format}/"))
+                    .env("DAY_BY", day_by)
+                    .env("DST_PREFIX", format!("{prefix}/"))
                     .arg("agg");
                 let (u, out) = run_measured(&mut cmd);
                 if !out.status.success() {
@@ -924,12 +1030,11 @@ fn main() {
                 for i in 0..4 {
                     st.requests[i] = after[i] - before[i];
                 }
-                let (records, digest, _chunks, bytes) = check_output(&dir, format);
+                let (records, digest, _chunks, bytes) = check_output(&dir, format, &prefix);
                 st.output_bytes = bytes;
-                if records != meta.records || digest.is_some_and(|d| d != meta.digest) {
+                if records != want_records || digest.is_some_and(|d| d != want_digest) {
                     st.verdict = Some(format!(
-                        "WRONG: {records} records (want {}), digest {digest:x?} (want {:x})",
-                        meta.records, meta.digest
+                        "WRONG: {records} records (want {want_records}), digest {digest:x?} (want {want_digest:x})",
                     ));
                 }
                 st.walls.push(u.wall);
@@ -938,7 +1043,11 @@ fn main() {
             }
         }
         let mut wrong = false;
-        for (format, st) in formats.iter().zip(stats) {
+        for ((format, day_by), st) in variants.iter().zip(stats) {
+            let format = match *day_by {
+                "delivery" => format.to_string(),
+                other => format!("{format}, {other} day"),
+            };
             let (wall, cpu, peak) = (median(st.walls), median(st.cpus), median(st.rss));
             let gb = meta.ndjson_bytes as f64 / 1e9;
             let verdict = st.verdict.unwrap_or_else(|| "ok".into());

@@ -19,9 +19,11 @@
 //! record without a string `eventID` is kept (`without_event_id`). The seen set holds
 //! a 128-bit hash (xxh3-128) of each eventID kept — a collision, which would drop a
 //! record, has a probability of about n² / 2¹²⁹ (10⁻²⁶ for the 1.5 M-record organisation
-//! day) — in a hash set of 17 bytes per slot, at most 8/7 full: 19–39 bytes per record
-//! kept, ~34 MiB for 1.5 M records. Past `DEDUP_MAX_EVENTS` records (20 M by default,
-//! ~0.6 GiB at most) the run fails saying so, rather than grow without bound.
+//! day) — in a hash set of 17 bytes per slot, at most 7/8 full: 19–39 bytes per record
+//! kept, and for a moment half as much again while the table doubles (both tables are
+//! held): the 1.59 M-record event day of BENCHMARKS.md peaked 59 MiB above the run
+//! without it. Past `DEDUP_MAX_EVENTS` records (20 M by default, ~0.9 GiB at most) the
+//! run fails saying so, rather than grow without bound.
 //!
 //! Order is never changed: a record is kept or not, in the order it was read.
 
