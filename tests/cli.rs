@@ -122,6 +122,34 @@ async fn run_one_day_and_a_range() {
     );
     let body = get(&s3, DST, "pq/2024/02/12/000000.parquet").await.unwrap();
     assert!(body.starts_with(b"PAR1") && body.ends_with(b"PAR1"));
+    // --day-by event --dedup eventid: the event day 02-11 reads the folders 02/11 and
+    // 02/12, whose records are all of 02-12; a bad DAY_BY is refused.
+    let args = [
+        "run",
+        "2024-02-11",
+        "--day-by",
+        "event",
+        "--dedup",
+        "eventid",
+        "--dst-prefix",
+        "ev",
+    ];
+    let out = ctagg(&endpoint, &args, &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with(
+            "2024-02-11: 2 files, 0 records (by event: 5 read, 5 of other days, 0 duplicates dropped)"
+        ),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = ctagg(&endpoint, &["run", "2024-02-12"], &[("DAY_BY", "events")]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("DAY_BY: \"events\" is not one of delivery, event"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = ctagg(
         &endpoint,
         &["run", "2024-02-12"],
