@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use aws_sdk_s3::Client;
 use cloudtrail_aggregator::handler::{handle_batch, App};
 use cloudtrail_aggregator::{aggregate_day, Config, Day, Error, RunOptions, Summary};
@@ -19,14 +17,7 @@ const SRC: &str = "cloudtrail-logs";
 const DST: &str = "aggregated";
 
 fn config(vars: &[(&str, &str)]) -> Config {
-    let mut map: HashMap<String, String> = [("SRC_BUCKET", SRC), ("DST_BUCKET", DST)]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    for (k, v) in vars {
-        map.insert(k.to_string(), v.to_string());
-    }
-    Config::from_map(&map).unwrap()
+    config_with(vars)
 }
 
 fn folder(day: &str) -> String {

@@ -32,14 +32,7 @@ fn day() -> Day {
 }
 
 fn config(vars: &[(&str, &str)]) -> Config {
-    let mut map: HashMap<String, String> = [("SRC_BUCKET", SRC), ("DST_BUCKET", DST)]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    for (k, v) in vars {
-        map.insert(k.to_string(), v.to_string());
-    }
-    Config::from_map(&map).unwrap()
+    config_with(vars)
 }
 
 /// The batches of one Parquet file, read by the parquet crate.

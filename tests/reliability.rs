@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use aws_sdk_s3::Client;
 use cloudtrail_aggregator::handler::{handle_batch, App};
 use cloudtrail_aggregator::lease::LeaseBody;
@@ -23,14 +21,7 @@ fn day() -> Day {
 }
 
 fn config(vars: &[(&str, &str)]) -> Config {
-    let mut map: HashMap<String, String> = [("SRC_BUCKET", SRC), ("DST_BUCKET", DST)]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    for (k, v) in vars {
-        map.insert(k.to_string(), v.to_string());
-    }
-    Config::from_map(&map).unwrap()
+    config_with(vars)
 }
 
 /// A server with both buckets and a day of `files` delivery files of `per_file`

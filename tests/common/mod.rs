@@ -936,3 +936,19 @@ pub fn event_day_oracle(
     }
     (out, read, other, dups)
 }
+
+/// The configuration of a day from the source bucket `cloudtrail-logs` to `aggregated`,
+/// with `vars` laid over the defaults.
+pub fn config_with(vars: &[(&str, &str)]) -> cloudtrail_aggregator::Config {
+    let mut map: HashMap<String, String> = [
+        ("SRC_BUCKET", "cloudtrail-logs"),
+        ("DST_BUCKET", "aggregated"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in vars {
+        map.insert(k.to_string(), v.to_string());
+    }
+    cloudtrail_aggregator::Config::from_map(&map).unwrap()
+}
