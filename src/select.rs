@@ -330,11 +330,6 @@ impl Selector {
         Ok(time.with_timezone(&Utc).date_naive())
     }
 
-    /// What was selected so far.
-    pub fn selection(&self) -> &Selection {
-        &self.stats
-    }
-
     /// Consumes the selector.
     pub fn finish(self) -> Selection {
         self.stats
