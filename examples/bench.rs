@@ -14,8 +14,8 @@
 //! - `seed`:  ~3,900 files (~44 % under 1 KB), ~17,000 records: the seed's day;
 //! - `small`: ~1,000 files, ~20 MB of NDJSON: the flatness check's small day;
 //! - `org`:   ~100,000 files over 200 accounts × 17 regions, ~2 GB of NDJSON;
-//! - `big`:   one delivery file of ~1 GB uncompressed (`big-N`: of N MB; `big-3000` is a
-//!   ~300 MB gzip file);
+//! - `big`:   one delivery file of ~1 GB uncompressed (`big-N`: of N MB; `big-3200` is a
+//!   306 MB gzip file, the one BENCHMARKS.md measures);
 //! - `twoday`: the `org` day's folder and the next day's (02/13, whose first file per
 //!   region holds 02-12's last minutes): for `--day-by event` (the event day 02-12
 //!   reads both folders);
