@@ -131,7 +131,11 @@ async fn main() -> anyhow::Result<()> {
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.to_string())
     })?;
-    let app = App { s3, config };
+    let app = App {
+        s3,
+        sqs: None,
+        config,
+    };
     let event: SqsEvent = serde_json::from_str(EVENT)?;
     let today = chrono::Utc::now().date_naive();
     let response = handle(&app, event, today, None).await?;

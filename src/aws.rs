@@ -206,6 +206,20 @@ pub async fn s3_client_from_env(cfg: &Config) -> Result<Client, SetupError> {
     Ok(s3_client(&sdk, cfg))
 }
 
+/// The function's clients from the environment, its region and credentials checked:
+/// S3 for `cfg`, and SQS when `cfg` has a shard queue to send to.
+pub async fn clients_from_env(
+    cfg: &Config,
+) -> Result<(Client, Option<aws_sdk_sqs::Client>), SetupError> {
+    let sdk = sdk_config().await;
+    check(&sdk).await?;
+    let sqs = cfg
+        .shard_queue_url
+        .as_ref()
+        .map(|_| aws_sdk_sqs::Client::new(&sdk));
+    Ok((s3_client(&sdk, cfg), sqs))
+}
+
 /// An SQS client from the environment, its region and credentials checked.
 pub async fn sqs_client_from_env() -> Result<aws_sdk_sqs::Client, SetupError> {
     let sdk = sdk_config().await;

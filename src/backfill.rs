@@ -1,22 +1,11 @@
-//! Backfill: one explicit-date message per day on the trigger queue.
-//!
-//! Messages go out with `SendMessageBatch`, ten per call. Entries a batch reports as
-//! failed are sent again (with backoff) unless SQS says the fault is the sender's;
-//! a day that still cannot be sent is an error naming it.
+//! Backfill: one explicit-date message per day on the trigger queue (sent by
+//! [`crate::queue`]).
 
-use std::time::Duration;
-
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_sdk_sqs::Client;
-use tracing::{debug, warn};
 
 use crate::error::Error;
+use crate::queue::{self, Message};
 use crate::trigger::Day;
-
-/// Entries per `SendMessageBatch` (SQS's maximum).
-pub const BATCH: usize = 10;
-/// Attempts per entry before the backfill gives up.
-pub const ATTEMPTS: u32 = 5;
 
 /// The message body that asks for `day`: `{"year":2024,"month":2,"day":14}`.
 pub fn body(day: Day) -> String {
@@ -46,65 +35,16 @@ pub async fn send(
     sqs: &Client,
     queue_url: &str,
     days: &[Day],
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<usize, Error> {
-    let mut sent = 0;
-    for batch in days.chunks(BATCH) {
-        let mut pending: Vec<(usize, Day)> = batch.iter().copied().enumerate().collect();
-        let mut attempt = 1;
-        loop {
-            let entries: Vec<SendMessageBatchRequestEntry> = pending
-                .iter()
-                .map(|(i, day)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(body(*day))
-                        .build()
-                        .expect("id and body are set")
-                })
-                .collect();
-            let out = sqs
-                .send_message_batch()
-                .queue_url(queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| Error::Sqs {
-                    operation: "SendMessageBatch",
-                    queue_url: queue_url.to_string(),
-                    detail: crate::error::error_chain(&e),
-                })?;
-            sent += out.successful().len();
-            let failed = out.failed();
-            if failed.is_empty() {
-                break;
-            }
-            let mut retry = Vec::new();
-            for f in failed {
-                let Some(&(i, day)) = pending.iter().find(|(i, _)| i.to_string() == f.id()) else {
-                    continue;
-                };
-                let why = format!("{}: {}", f.code(), f.message().unwrap_or(""));
-                if f.sender_fault() || attempt >= ATTEMPTS {
-                    return Err(Error::Sqs {
-                        operation: "SendMessageBatch",
-                        queue_url: queue_url.to_string(),
-                        detail: format!(
-                            "the message for {day} was not sent after {attempt} attempt(s): {why}; {sent} messages were sent before it"
-                        ),
-                    });
-                }
-                warn!(day = %day, attempt, reason = %why, "message not sent; retrying");
-                retry.push((i, day));
-            }
-            pending = retry;
-            tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
-            attempt += 1;
-        }
-        debug!(sent, total = days.len(), "batch sent");
-        progress(sent, days.len());
-    }
-    Ok(sent)
+    let messages: Vec<Message> = days
+        .iter()
+        .map(|d| Message {
+            what: d.to_string(),
+            body: body(*d),
+        })
+        .collect();
+    queue::send(sqs, queue_url, &messages, progress).await
 }
 
 #[cfg(test)]

@@ -18,6 +18,9 @@
 //! | `MAX_CONCURRENT_LISTS` | ListObjectsV2 walks at once | 16 |
 //! | `MAX_RECORD_BYTES` | largest record accepted (Athena's row limit) | 33554432 (32 MiB) |
 //! | `MAX_FILE_BYTES` | largest decoded delivery file accepted | 4294967296 (4 GiB) |
+//! | `SHARD_MAX_FILES` | source files of one shard; a larger day is a plan of several | 200000 |
+//! | `SHARD_MAX_BYTES` | bytes (as stored) of the source files of one shard | 2147483648 (2 GiB) |
+//! | `SHARD_QUEUE_URL` | queue the Lambda sends a plan's shard messages to (the trigger queue) | none |
 //! | `LOG_LEVEL` | `trace`, `debug`, `info`, `warn`/`warning`, `error`/`critical` | `info` |
 //! | `METRICS_NAMESPACE` | CloudWatch namespace of the per-day EMF metrics (Lambda only) | `CloudTrailAggregator` |
 //! | `EXPECTED_BUCKET_OWNER` | account id that must own both buckets (sent on every S3 call) | none |
@@ -29,6 +32,7 @@ use std::collections::HashMap;
 
 use crate::chunks::{DEFAULT_CHUNK_SIZE_BYTES, DEFAULT_GZIP_LEVEL};
 use crate::parquet_chunks::{DEFAULT_PARQUET_FILE_BYTES, DEFAULT_PARQUET_ROW_GROUP_BYTES};
+use crate::plan::{ShardLimits, DEFAULT_SHARD_MAX_BYTES, DEFAULT_SHARD_MAX_FILES};
 use crate::records::{Limits, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_RECORD_BYTES};
 use crate::select::{DayBy, Dedup, DEFAULT_DEDUP_MAX_EVENTS};
 
@@ -58,7 +62,7 @@ fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
 }
 
 /// The output's file format (`OUTPUT_FORMAT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     /// Gzip NDJSON, each record byte for byte as CloudTrail wrote it.
@@ -138,6 +142,10 @@ pub struct Config {
     pub max_concurrent_lists: usize,
     /// What one source file may hold (`MAX_RECORD_BYTES`, `MAX_FILE_BYTES`).
     pub limits: Limits,
+    /// How large a shard may be (`SHARD_MAX_FILES`, `SHARD_MAX_BYTES`).
+    pub shard_limits: ShardLimits,
+    /// Where the Lambda sends the shard messages of a day of many shards.
+    pub shard_queue_url: Option<String>,
     pub metrics_namespace: String,
     /// A 12-digit account id, when `EXPECTED_BUCKET_OWNER` is set.
     pub expected_bucket_owner: Option<String>,
@@ -248,6 +256,25 @@ impl Config {
                 u64::MAX / 4,
             )?,
         };
+        let shard_limits = ShardLimits {
+            max_files: number(
+                "SHARD_MAX_FILES",
+                get("SHARD_MAX_FILES"),
+                DEFAULT_SHARD_MAX_FILES,
+                1,
+                u64::MAX / 4,
+            )?,
+            max_bytes: number(
+                "SHARD_MAX_BYTES",
+                get("SHARD_MAX_BYTES"),
+                DEFAULT_SHARD_MAX_BYTES,
+                1,
+                u64::MAX / 4,
+            )?,
+        };
+        let shard_queue_url = get("SHARD_QUEUE_URL")
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
         // Read by `telemetry` when the subscriber is installed; checked here so that a
         // misspelt level is a configuration error, not a silent default.
         if let Some(s) = get("LOG_LEVEL").filter(|s| !s.trim().is_empty()) {
@@ -291,6 +318,8 @@ impl Config {
             max_concurrent_gets,
             max_concurrent_lists,
             limits,
+            shard_limits,
+            shard_queue_url,
             metrics_namespace,
             expected_bucket_owner,
         })

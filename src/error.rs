@@ -83,14 +83,45 @@ pub enum Error {
     NoAccounts { bucket: String, prefix: String },
 
     /// The run stopped before it could finish within the Lambda's deadline.
-    #[error("stopped before the deadline with {files_done} of {} source files read for {day}; nothing was marked complete (no _manifest.json), a retry starts over", listed_text(*files_listed, *listing_complete))]
+    #[error("{} stopped before the deadline with {files_done} of {} source files read; nothing was marked complete (no _manifest.json), {}", shard.what(day), listed_text(*files_listed, *listing_complete), shard.deadline_hint())]
     Deadline {
         day: String,
+        shard: ShardLabel,
         files_done: u64,
-        /// Source files listed when it stopped: the day's total once `listing_complete`.
+        /// Source files listed when it stopped: the shard's total once `listing_complete`.
         files_listed: u64,
         listing_complete: bool,
     },
+
+    /// One shard of a day of many failed.
+    #[error("{day}, shard {index} of {shards}: {source}")]
+    Shard {
+        day: String,
+        index: u32,
+        shards: u32,
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A day of many shards needs the shard queue, and none is configured.
+    #[error("{day} needs {shards} shards ({files} files, {bytes} bytes; a shard holds at most SHARD_MAX_FILES = {max_files} files and SHARD_MAX_BYTES = {max_bytes} bytes): set SHARD_QUEUE_URL (the template sets it to the trigger queue), or run the day with `ctagg run {day}`")]
+    NoShardQueue {
+        day: String,
+        shards: u32,
+        files: u64,
+        bytes: u64,
+        max_files: u64,
+        max_bytes: u64,
+    },
+
+    /// The day's shards could not be committed (their results disagree).
+    #[error("committing {day} failed: {detail}")]
+    Commit { day: String, detail: String },
+
+    /// The shard running in place while the day was listed was stopped: the day is
+    /// larger than one shard (never reported: planning goes on).
+    #[error("stopped: the day is larger than one shard")]
+    Stopped,
 
     /// A worker task ended abnormally (a panic in the aggregation).
     #[error("internal error in {stage}: {detail}")]
@@ -166,6 +197,41 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Which shard of how many a run was, and the limits it was cut by (for the hint of a
+/// deadline error).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardLabel {
+    pub index: u32,
+    /// Shards of the plan; 1 for a day run as one shard.
+    pub shards: u32,
+    pub max_files: u64,
+    pub max_bytes: u64,
+}
+
+impl ShardLabel {
+    /// "2024-02-12", or "2024-02-12, shard 3 of 12".
+    fn what(&self, day: &str) -> String {
+        if self.shards > 1 {
+            format!("{day}, shard {} of {},", self.index, self.shards)
+        } else {
+            day.to_string()
+        }
+    }
+
+    /// What to do about a deadline.
+    fn deadline_hint(&self) -> String {
+        let limits = format!(
+            "SHARD_MAX_FILES (now {}) or SHARD_MAX_BYTES (now {})",
+            self.max_files, self.max_bytes
+        );
+        if self.shards > 1 {
+            format!("and the shard's message is retried as it is; lower {limits} and aggregate the day again for smaller shards, or give the function more memory (vCPUs)")
+        } else {
+            format!("and a retry starts over; lower {limits} to split the day into shards that each finish in time, or give the function more memory (vCPUs)")
+        }
+    }
+}
+
 /// "120", or "at least 120 (listing unfinished)" while the day's folders are still being
 /// listed (the listing runs a window ahead of the reads).
 fn listed_text(listed: u64, complete: bool) -> String {
@@ -183,18 +249,42 @@ mod tests {
     /// A deadline error says how far the run got, and whether the total is known.
     #[test]
     fn deadline_says_how_far_it_got() {
-        let err = |listing_complete| Error::Deadline {
+        let err = |listing_complete, shards| Error::Deadline {
             day: "2024-02-12".into(),
+            shard: ShardLabel {
+                index: 3,
+                shards,
+                max_files: 1000,
+                max_bytes: 2000,
+            },
             files_done: 40,
             files_listed: 120,
             listing_complete,
         };
-        assert!(err(true).to_string().starts_with(
-            "stopped before the deadline with 40 of 120 source files read for 2024-02-12;"
+        let one = err(true, 1).to_string();
+        assert!(
+            one.starts_with(
+                "2024-02-12 stopped before the deadline with 40 of 120 source files read;"
+            ),
+            "{one}"
+        );
+        assert!(
+            one.contains(
+                "lower SHARD_MAX_FILES (now 1000) or SHARD_MAX_BYTES (now 2000) to split the day"
+            ),
+            "{one}"
+        );
+        assert!(err(false, 1).to_string().starts_with(
+            "2024-02-12 stopped before the deadline with 40 of at least 120 (listing unfinished) source files read"
         ));
-        assert!(err(false).to_string().starts_with(
-            "stopped before the deadline with 40 of at least 120 (listing unfinished) source files read"
-        ));
+        let many = err(true, 12).to_string();
+        assert!(
+            many.starts_with(
+                "2024-02-12, shard 3 of 12, stopped before the deadline with 40 of 120"
+            ),
+            "{many}"
+        );
+        assert!(many.contains("the shard's message is retried"), "{many}");
     }
 
     /// The cause chain is one line, each cause once.

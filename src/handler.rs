@@ -1,12 +1,18 @@
-//! Handler: an `SqsEvent` → one aggregation per message → `SqsBatchResponse`.
+//! Handler: an `SqsEvent` → one job per message → `SqsBatchResponse`.
 //!
 //! Each message is handled on its own, in its own span: a message whose body names
-//! no valid day, or whose day fails, is listed in `batchItemFailures` (partial batch
+//! no valid job, or whose job fails, is listed in `batchItemFailures` (partial batch
 //! response; the event source must have `ReportBatchItemFailures`), and the other
 //! messages of the batch are unaffected. When *every* message of a batch failed, the
 //! invocation itself returns an error listing them: the whole batch is retried either
 //! way, the function's `Errors` metric counts it, and a queue wired without
 //! `ReportBatchItemFailures` cannot mistake the response for success.
+//!
+//! A day message plans the day: a day of one shard is aggregated in the invocation; a
+//! larger one is sent as one message per shard to `SHARD_QUEUE_URL` (the trigger
+//! queue), and the message is done. A shard message runs its shard, and the last shard
+//! of a plan to finish commits the day ([`crate::pipeline`]); a shard that fails is
+//! retried by SQS and dead-lettered like any message, naming the day and the shard.
 //!
 //! With `DAY_BY=event`, a scheduled message ("aggregate yesterday", D) aggregates the
 //! day before it (D−1) first, then D: at 01:00 UTC the folder D+1 holds only its first
@@ -24,9 +30,9 @@ use tracing::{error, info, info_span, Instrument};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::pipeline::{aggregate_day, RunOptions, Summary};
+use crate::pipeline::{run_day, run_shard_job, DayOutcome, Dispatch, RunOptions, ShardOutcome};
 use crate::select::DayBy;
-use crate::trigger::{parse_body, Day, TriggerError, TriggerKind};
+use crate::trigger::{parse_job, Day, Job, ShardJob, TriggerError, TriggerKind};
 
 /// Time kept back from the Lambda deadline to report a clean failure.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
@@ -35,7 +41,69 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct App {
     pub s3: Client,
+    /// Sends the shard messages of a day of many shards (with `SHARD_QUEUE_URL`).
+    pub sqs: Option<aws_sdk_sqs::Client>,
     pub config: Config,
+}
+
+impl App {
+    /// Where this app sends the shards of a day of many.
+    fn dispatch(&self) -> Dispatch<'_> {
+        match (&self.sqs, &self.config.shard_queue_url) {
+            (Some(sqs), Some(queue_url)) => Dispatch::Queue { sqs, queue_url },
+            _ => Dispatch::Refuse,
+        }
+    }
+}
+
+/// The days of a day message, one after the other.
+async fn handle_days(
+    app: &App,
+    day: Day,
+    kind: TriggerKind,
+    opts: RunOptions,
+) -> Result<Handled, MessageError> {
+    let mut outcomes = Vec::new();
+    for day in days_of(day, kind, app.config.day_by) {
+        info!(day = %day, trigger = %kind, day_by = %app.config.day_by, "aggregating");
+        let outcome = run_day(&app.s3, &app.config, day, opts, app.dispatch())
+            .await
+            .map_err(|source| MessageError::Day { day, source })?;
+        match &outcome {
+            DayOutcome::Committed(summary) => {
+                crate::metrics::emit(&app.config.metrics_namespace, summary)
+            }
+            DayOutcome::FannedOut(f) => {
+                info!(day = %day, shards = f.plan.shards.len(), files = f.plan.files, "day planned as shards; the last shard commits it")
+            }
+        }
+        outcomes.push(outcome);
+    }
+    Ok(Handled::Days(kind, outcomes))
+}
+
+/// One shard message.
+async fn handle_shard(app: &App, job: ShardJob, opts: RunOptions) -> Result<Handled, MessageError> {
+    info!(shard = %job, "running a shard");
+    let outcome = run_shard_job(&app.s3, &app.config, job.clone(), opts.deadline)
+        .await
+        .map_err(|source| MessageError::Shard {
+            job: job.clone(),
+            source,
+        })?;
+    match &outcome {
+        ShardOutcome::Done(r) => {
+            crate::metrics::emit_shard(&app.config.metrics_namespace, job.day, r)
+        }
+        ShardOutcome::Committed(r, summary) => {
+            crate::metrics::emit_shard(&app.config.metrics_namespace, job.day, r);
+            crate::metrics::emit(&app.config.metrics_namespace, summary);
+        }
+        ShardOutcome::Superseded { why } => {
+            info!(shard = %job, why = %why, "shard of a superseded plan: nothing written")
+        }
+    }
+    Ok(Handled::Shard(job, Box::new(outcome)))
 }
 
 /// The failures of a batch in which every message failed.
@@ -77,13 +145,47 @@ pub enum MessageError {
         #[source]
         source: Error,
     },
+    #[error("{source}")]
+    Shard {
+        job: ShardJob,
+        #[source]
+        source: Error,
+    },
 }
 
-/// The result of one message: the days it aggregated, in order.
+/// What a message did.
+#[derive(Debug)]
+pub enum Handled {
+    /// The days it asked for, in order: each committed, or planned and sent as shards.
+    Days(TriggerKind, Vec<DayOutcome>),
+    /// The shard it asked for.
+    Shard(ShardJob, Box<ShardOutcome>),
+}
+
+impl Handled {
+    /// The days this message committed, in order.
+    pub fn committed(&self) -> Vec<&crate::pipeline::Summary> {
+        match self {
+            Handled::Days(_, days) => days
+                .iter()
+                .filter_map(|d| match d {
+                    DayOutcome::Committed(s) => Some(s),
+                    DayOutcome::FannedOut(_) => None,
+                })
+                .collect(),
+            Handled::Shard(_, outcome) => match outcome.as_ref() {
+                ShardOutcome::Committed(_, s) => vec![s.as_ref()],
+                _ => vec![],
+            },
+        }
+    }
+}
+
+/// The result of one message.
 #[derive(Debug)]
 pub struct MessageOutcome {
     pub message_id: String,
-    pub result: Result<(TriggerKind, Vec<Summary>), MessageError>,
+    pub result: Result<Handled, MessageError>,
 }
 
 /// The days a message of `kind` for `day` aggregates, in order (see the module doc).
@@ -113,20 +215,14 @@ pub async fn handle_batch(
         let span = info_span!("message", message_id = %message_id);
         let result = async {
             let body = message.body.as_deref().unwrap_or("");
-            let (day, kind) = parse_body(body, today)?;
             let opts = RunOptions {
                 deadline: deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d)),
+                shard_concurrency: 1,
             };
-            let mut summaries = Vec::new();
-            for day in days_of(day, kind, app.config.day_by) {
-                info!(day = %day, trigger = %kind, day_by = %app.config.day_by, "aggregating");
-                let summary = aggregate_day(&app.s3, &app.config, day, opts)
-                    .await
-                    .map_err(|source| MessageError::Day { day, source })?;
-                crate::metrics::emit(&app.config.metrics_namespace, &summary);
-                summaries.push(summary);
+            match parse_job(body, today)? {
+                Job::Day(day, kind) => handle_days(app, day, kind, opts).await,
+                Job::Shard(job) => handle_shard(app, job, opts).await,
             }
-            Ok::<_, MessageError>((kind, summaries))
         }
         .instrument(span.clone())
         .await;

@@ -25,11 +25,10 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::error::Error;
+use crate::layout;
 use crate::source::STREAM_RESUMES;
 use crate::trigger::Day;
 
-/// The lease's object name in the day's output folder.
-pub const LEASE_NAME: &str = "_lease.json";
 /// How long after writing the lease a run reads it again (see [`Lease::settle`]).
 pub const LEASE_SETTLE: Duration = Duration::from_millis(200);
 /// How long a run without a deadline (`ctagg run`) holds the day.
@@ -112,6 +111,21 @@ fn condition_failed<E>(e: &SdkError<E, Response>) -> bool {
 }
 
 impl Lease {
+    /// A handle on the lease `key` as held by `run` (taken by a planning run, and
+    /// checked and released by whoever commits its plan).
+    pub fn at(bucket: &str, key: &str, run: &str) -> Lease {
+        Lease {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            run: run.to_string(),
+        }
+    }
+
+    /// The id of the run this handle is for.
+    pub fn run(&self) -> &str {
+        &self.run
+    }
+
     /// Takes the lease of `day` under `dst_prefix` for run `run` until `expires`.
     pub async fn acquire(
         s3: &Client,
@@ -121,7 +135,21 @@ impl Lease {
         run: &str,
         expires: DateTime<Utc>,
     ) -> Result<Lease, Error> {
-        let key = format!("{dst_prefix}{}{LEASE_NAME}", day.path());
+        let key = layout::lease_key(dst_prefix, day);
+        Lease::acquire_key(s3, bucket, &key, day, run, expires).await
+    }
+
+    /// Takes the lease object `key` (the day's lease, or the commit of a plan) for
+    /// `run` until `expires`.
+    pub async fn acquire_key(
+        s3: &Client,
+        bucket: &str,
+        key: &str,
+        day: Day,
+        run: &str,
+        expires: DateTime<Utc>,
+    ) -> Result<Lease, Error> {
+        let key = key.to_string();
         let body = LeaseBody {
             run: run.to_string(),
             day: day.to_string(),
@@ -282,6 +310,54 @@ impl Lease {
         Ok(Some((body, etag)))
     }
 
+    /// The lease as stored now (`None` when there is none).
+    pub async fn holder(&self, s3: &Client) -> Result<Option<LeaseBody>, Error> {
+        Ok(self.read(s3).await?.map(|(body, _)| body))
+    }
+
+    /// Moves the expiry of this run's lease to `expires` (a plan whose shards run from
+    /// the queue holds the day until its commit). Fails when the lease is no longer
+    /// this run's.
+    pub async fn extend(&self, s3: &Client, expires: DateTime<Utc>) -> Result<(), Error> {
+        let lost = |now: String| Error::LeaseLost {
+            lease: self.url(),
+            run: self.run.clone(),
+            now,
+        };
+        let (mut body, etag) = match self.read(s3).await? {
+            Some((held, etag)) if self.holds(&held) => (held, etag),
+            Some((held, _)) => return Err(lost(held.run)),
+            None => return Err(lost("no run (it was deleted)".into())),
+        };
+        body.expires = expires.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let json = serde_json::to_vec_pretty(&body).expect("a lease always serialises");
+        let req = s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .content_type("application/json")
+            .body(ByteStream::from(json));
+        let req = match etag {
+            Some(etag) => req.if_match(etag),
+            None => req,
+        };
+        match req.send().await {
+            Ok(_) => {
+                info!(lease = %self.url(), run = %self.run, expires = %body.expires, "lease extended");
+                Ok(())
+            }
+            Err(e) if condition_failed(&e) => {
+                Err(lost("another run (it wrote the lease meanwhile)".into()))
+            }
+            Err(e) => Err(Error::s3(
+                "PutObject (extending the day's lease)",
+                &self.bucket,
+                &self.key,
+                e,
+            )),
+        }
+    }
+
     /// Fails unless the lease is still this run's (not taken over since).
     pub async fn check(&self, s3: &Client) -> Result<(), Error> {
         let now = match self.read(s3).await? {
@@ -297,7 +373,7 @@ impl Lease {
     }
 
     /// Deletes the lease (best effort: a lease left behind expires).
-    pub async fn release(self, s3: &Client) {
+    pub async fn release(&self, s3: &Client) {
         let res = s3
             .delete_object()
             .bucket(&self.bucket)

@@ -1,50 +1,66 @@
 //! cloudtrail-aggregator: one day of CloudTrail logs in S3 → a few gzip NDJSON (or
 //! Parquet) files.
 //!
-//! Data moves one way through one module per stage; each stage's core is synchronous
-//! and tested with bytes, its I/O edge async:
+//! A day is a plan of shards: a day that fits one shard (the usual day) is run in
+//! place as it is listed; a larger one is cut into shards that run as SQS messages
+//! (or tasks of `ctagg run`), and the last to finish commits the day. Data moves one
+//! way through one module per stage; each stage's core is synchronous and tested with
+//! bytes, its I/O edge async:
 //!
-//! - [`trigger`]: an SQS message body → the [`trigger::Day`] to aggregate;
+//! - [`trigger`]: an SQS message body → a job: a [`trigger::Day`], or a shard of a
+//!   day's plan;
 //! - [`listing`]: the delimited `ListObjectsV2` walk → the day's source keys, sorted;
-//! - [`source`]: GETs of those keys, concurrent, handed on in key order within a byte
-//!   budget; large objects streamed;
-//! - [`records`]: a delivery file's bytes → its records, one at a time (the records
-//!   stage's loop); [`select`]: which of them the day keeps (`DAY_BY=event`, `DEDUP`);
-//! - [`chunks`]: records → gzip NDJSON chunks under a byte bound (the chunks stage's
-//!   loop); [`parquet_chunks`]: the same stage for `OUTPUT_FORMAT=parquet`, records →
-//!   Parquet files of a column per CloudTrail field;
-//! - [`writer`]: chunk uploads (the writer stage's loop), stale-chunk cleanup,
-//!   `_manifest.json`;
-//! - [`lease`]: one run per day at a time (`_lease.json`);
-//! - [`pipeline`]: wires the stages for one day;
-//! - [`handler`]: an `SqsEvent` → per-message days → `SqsBatchResponse`.
+//! - [`plan`]: the listing → shards of bounded files and bytes (keys files, the plan);
+//! - [`shard`]: one shard's stages wired:
+//!   [`source`] (GETs of its keys, concurrent, handed on in key order within a byte
+//!   budget; large objects streamed) → [`records`] (a delivery file's bytes → its
+//!   records, one at a time) → [`select`] (which records the day keeps: `DAY_BY=event`,
+//!   `DEDUP`) → [`chunks`] (records → gzip NDJSON chunks under a byte bound) or
+//!   [`parquet_chunks`] (records → Parquet files of a column per CloudTrail field) →
+//!   [`writer`] (uploads);
+//! - [`commit`]: the shards' results → the manifest, stale chunks removed, once;
+//! - [`pipeline`]: plan → shards → commit for a day, and one shard's message;
+//! - [`handler`]: an `SqsEvent` → per-message jobs → `SqsBatchResponse`;
+//!   [`status`]: where a day stands (`ctagg status`).
 //!
-//! Around them: [`ordered`] (futures run concurrently, yielded in order), [`config`]
-//! (environment, validated once), [`error`] (typed errors naming what failed),
-//! [`telemetry`] (tracing set-up), [`metrics`] (per-day EMF lines), [`aws`] (the S3 and
-//! SQS clients, their retries) and [`backfill`] (one message per day on the trigger
+//! Around them: [`layout`] (every key of a day's folder, pure), [`manifest`] (what the
+//! manifest and a shard's result hold, and their merge), [`lease`] (one run per day at
+//! a time; the plan's commit taken once), [`ordered`] (futures run concurrently,
+//! yielded in order), [`config`] (environment, validated once), [`error`] (typed errors
+//! naming what failed), [`telemetry`] (tracing set-up), [`metrics`] (per-day and
+//! per-shard EMF lines), [`aws`] (the S3 and SQS clients, their retries), [`queue`]
+//! (messages sent ten at a time) and [`backfill`] (one message per day on the trigger
 //! queue). Every S3 and SQS request goes through the AWS SDK.
 
 pub mod aws;
 pub mod backfill;
 pub mod chunks;
+pub mod commit;
 pub mod config;
 pub mod error;
 pub mod handler;
+pub mod layout;
 pub mod lease;
 pub mod listing;
+pub mod manifest;
 pub mod metrics;
 pub mod ordered;
 pub mod parquet_chunks;
 pub mod pipeline;
+pub mod plan;
+pub mod queue;
 pub mod records;
 pub mod select;
+pub mod shard;
 pub mod source;
+pub mod status;
 pub mod telemetry;
 pub mod trigger;
 pub mod writer;
 
 pub use config::Config;
 pub use error::Error;
-pub use pipeline::{aggregate_day, RunOptions, Summary};
+pub use pipeline::{
+    aggregate_day, run_day, run_shard_job, DayOutcome, RunOptions, ShardOutcome, Summary,
+};
 pub use trigger::Day;

@@ -30,8 +30,8 @@ use crate::trigger::Day;
 /// the one being read: room for the LISTs after a slow one to go on.
 pub const LIST_WINDOW: usize = 2;
 
-/// One source object of the day.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// One source object of the day (a line of a plan's keys file).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct SourceObject {
     pub key: String,
     pub size: u64,

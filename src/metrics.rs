@@ -4,12 +4,51 @@
 //! it into metrics in `METRICS_NAMESPACE` with the dimension `FunctionName`:
 //! `FilesRead`, `RecordsWritten`, `RecordsOtherDays` (left for their own event day,
 //! `DAY_BY=event`), `DuplicatesDropped` (`DEDUP=eventid`), `BytesRead`, `BytesWritten`,
-//! `ChunksWritten` (Count and Bytes) and `DurationMs` (Milliseconds). The template's
-//! record-count alarms use `RecordsWritten`.
+//! `ChunksWritten`, `Shards` (Count and Bytes) and `DurationMs` (Milliseconds). The
+//! template's record-count alarms use `RecordsWritten`. A shard of a day of many prints
+//! a line of its own when it is done: `ShardFilesRead`, `ShardRecordsWritten`,
+//! `ShardBytesRead` and `ShardDurationMs`, with `Day` and `Shard` as properties.
 
 use serde_json::json;
 
+use crate::manifest::ShardResult;
 use crate::pipeline::Summary;
+use crate::trigger::Day;
+
+/// An EMF line: `metrics` (name, unit, value) declared in `namespace` with the
+/// dimension `FunctionName`, and `properties` beside them.
+fn emf(
+    namespace: &str,
+    function_name: &str,
+    timestamp_ms: u64,
+    metrics: &[(&str, &str, u64)],
+    properties: serde_json::Value,
+) -> String {
+    let declared: Vec<serde_json::Value> = metrics
+        .iter()
+        .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
+        .collect();
+    let mut line = json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": namespace,
+                "Dimensions": [["FunctionName"]],
+                "Metrics": declared,
+            }]
+        },
+        "FunctionName": function_name,
+    });
+    for (name, _, value) in metrics {
+        line[*name] = json!(value);
+    }
+    if let serde_json::Value::Object(props) = properties {
+        for (k, v) in props {
+            line[k] = v;
+        }
+    }
+    line.to_string()
+}
 
 /// The EMF line of one day's summary.
 pub fn emf_line(
@@ -23,54 +62,74 @@ pub fn emf_line(
         .selection
         .as_ref()
         .map_or((0, 0), |s| (s.other_days, s.duplicates));
-    json!({
-        "_aws": {
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": namespace,
-                "Dimensions": [["FunctionName"]],
-                "Metrics": [
-                    {"Name": "FilesRead", "Unit": "Count"},
-                    {"Name": "RecordsWritten", "Unit": "Count"},
-                    {"Name": "RecordsOtherDays", "Unit": "Count"},
-                    {"Name": "DuplicatesDropped", "Unit": "Count"},
-                    {"Name": "BytesRead", "Unit": "Bytes"},
-                    {"Name": "BytesWritten", "Unit": "Bytes"},
-                    {"Name": "ChunksWritten", "Unit": "Count"},
-                    {"Name": "DurationMs", "Unit": "Milliseconds"}
-                ]
-            }]
-        },
-        "FunctionName": function_name,
-        "Day": summary.day.to_string(),
-        "FilesRead": m.source_files,
-        "RecordsWritten": m.records,
-        "RecordsOtherDays": other_days,
-        "DuplicatesDropped": duplicates,
-        "BytesRead": m.bytes_read,
-        "BytesWritten": m.bytes_written,
-        "ChunksWritten": m.chunks.len(),
-        "DurationMs": summary.duration.as_millis() as u64,
-    })
-    .to_string()
+    let metrics = [
+        ("FilesRead", "Count", m.source_files),
+        ("RecordsWritten", "Count", m.records),
+        ("RecordsOtherDays", "Count", other_days),
+        ("DuplicatesDropped", "Count", duplicates),
+        ("BytesRead", "Bytes", m.bytes_read),
+        ("BytesWritten", "Bytes", m.bytes_written),
+        ("ChunksWritten", "Count", m.chunks.len() as u64),
+        ("Shards", "Count", m.shards.len().max(1) as u64),
+        (
+            "DurationMs",
+            "Milliseconds",
+            summary.duration.as_millis() as u64,
+        ),
+    ];
+    let props = json!({"Day": summary.day.to_string()});
+    emf(namespace, function_name, timestamp_ms, &metrics, props)
 }
 
-/// Prints the day's EMF line when running in Lambda (`AWS_LAMBDA_FUNCTION_NAME` set).
-pub fn emit(namespace: &str, summary: &Summary) {
-    let Ok(function) = std::env::var("AWS_LAMBDA_FUNCTION_NAME") else {
-        return;
-    };
+/// The EMF line of one shard's result.
+pub fn shard_emf_line(
+    namespace: &str,
+    function_name: &str,
+    day: Day,
+    r: &ShardResult,
+    timestamp_ms: u64,
+) -> String {
+    let metrics = [
+        ("ShardFilesRead", "Count", r.files),
+        ("ShardRecordsWritten", "Count", r.records),
+        ("ShardBytesRead", "Bytes", r.bytes_read),
+        ("ShardDurationMs", "Milliseconds", r.duration_ms),
+    ];
+    let props = json!({"Day": day.to_string(), "Shard": r.index, "Shards": r.shards});
+    emf(namespace, function_name, timestamp_ms, &metrics, props)
+}
+
+/// The function's name in Lambda (`AWS_LAMBDA_FUNCTION_NAME`), and the time.
+fn in_lambda() -> Option<(String, u64)> {
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok()?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    println!("{}", emf_line(namespace, &function, summary, now_ms));
+    Some((function, now_ms))
+}
+
+/// Prints the day's EMF line when running in Lambda (`AWS_LAMBDA_FUNCTION_NAME` set).
+pub fn emit(namespace: &str, summary: &Summary) {
+    if let Some((function, now_ms)) = in_lambda() {
+        println!("{}", emf_line(namespace, &function, summary, now_ms));
+    }
+}
+
+/// Prints a shard's EMF line when running in Lambda.
+pub fn emit_shard(namespace: &str, day: Day, result: &ShardResult) {
+    if let Some((function, now_ms)) = in_lambda() {
+        println!(
+            "{}",
+            shard_emf_line(namespace, &function, day, result, now_ms)
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::writer::{ChunkEntry, Manifest};
+    use crate::manifest::{ChunkEntry, Manifest};
 
     /// The line is EMF: metric declarations match top-level values of the same name.
     #[test]
@@ -94,6 +153,8 @@ mod tests {
                     uncompressed_bytes: 5000,
                 }],
                 selection: None,
+                plan: None,
+                shards: vec![],
                 generator: "x".into(),
             },
             stale_chunks_deleted: vec![],
@@ -113,6 +174,7 @@ mod tests {
             ("BytesRead", 1000),
             ("BytesWritten", 400),
             ("ChunksWritten", 1),
+            ("Shards", 1),
             ("DurationMs", 1234),
         ];
         for (i, (name, value)) in want.iter().enumerate() {

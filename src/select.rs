@@ -40,7 +40,7 @@ use crate::trigger::Day;
 pub const DEFAULT_DEDUP_MAX_EVENTS: u64 = 20_000_000;
 
 /// What a day is (`DAY_BY`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DayBy {
     /// CloudTrail's delivery folder.
@@ -51,7 +51,7 @@ pub enum DayBy {
 }
 
 /// Duplicate removal (`DEDUP`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dedup {
     #[default]
@@ -122,7 +122,7 @@ pub fn folders_read(day: Day, day_by: DayBy) -> Vec<Day> {
 }
 
 /// Files and records read from one delivery folder (summed over accounts and regions).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct FolderCount {
     /// The delivery day, `YYYY-MM-DD`.
     pub day: String,
@@ -132,7 +132,7 @@ pub struct FolderCount {
 
 /// What selection did, for the manifest (only when `DAY_BY` or `DEDUP` is not the
 /// default, so that a default manifest is unchanged).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Selection {
     pub day_by: DayBy,
     pub dedup: Dedup,
@@ -148,6 +148,23 @@ pub struct Selection {
     pub duplicates: u64,
     /// Records kept without a string eventID (with `DEDUP=eventid`).
     pub without_event_id: u64,
+}
+
+impl Selection {
+    /// Adds what another shard of the same day selected (the same folders, in the same
+    /// order).
+    pub fn merge(&mut self, other: &Selection) {
+        for (mine, theirs) in self.folders.iter_mut().zip(&other.folders) {
+            mine.files += theirs.files;
+            mine.records += theirs.records;
+        }
+        self.records_read += other.records_read;
+        self.records_written += other.records_written;
+        self.other_days += other.other_days;
+        self.in_no_day += other.in_no_day;
+        self.duplicates += other.duplicates;
+        self.without_event_id += other.without_event_id;
+    }
 }
 
 /// Why a record could not be selected (the file's key is added by the caller).

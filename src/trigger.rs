@@ -9,6 +9,10 @@
 //!   sends); all three integers are required;
 //! - an ISO date `{"date": "2024-02-14"}`.
 //!
+//! - a shard of a day's plan, `{"shard": {"day": "2024-02-14", "run": "0123456789ab",
+//!   "index": 3, "of": 12}}`: what a planning invocation sends for each shard of a day
+//!   too large for one ([`Job::Shard`]; `run` is the tag of the planning run).
+//!
 //! A day must lie between 2013-11-01 (CloudTrail's first deliveries) and today (UTC),
 //! inclusive. Today is allowed: it aggregates what has arrived so far, and a later
 //! rerun overwrites it.
@@ -124,6 +128,97 @@ pub enum TriggerError {
     BeforeCloudTrail(Day),
     #[error("{day} is in the future (today is {today} UTC)")]
     InFuture { day: Day, today: NaiveDate },
+}
+
+/// What one message asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    /// Aggregate a day (plan it, and run it or send its shards).
+    Day(Day, TriggerKind),
+    /// Run one shard of a day's plan.
+    Shard(ShardJob),
+}
+
+/// One shard of the plan of run `run` (its tag) for `day`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ShardJob {
+    pub day: Day,
+    pub run: String,
+    pub index: u32,
+    /// How many shards the plan has.
+    pub of: u32,
+}
+
+impl ShardJob {
+    /// The message body that asks for this shard.
+    pub fn body(&self) -> String {
+        serde_json::json!({"shard": {
+            "day": self.day.to_string(),
+            "run": self.run,
+            "index": self.index,
+            "of": self.of,
+        }})
+        .to_string()
+    }
+}
+
+impl fmt::Display for ShardJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}, shard {} of {} (plan of run {})",
+            self.day, self.index, self.of, self.run
+        )
+    }
+}
+
+/// Parses a message body into what it asks for: a day (see [`parse_body`]) or a shard
+/// of a day's plan.
+pub fn parse_job(body: &str, today: NaiveDate) -> Result<Job, TriggerError> {
+    let value: Value =
+        serde_json::from_str(body).map_err(|e| TriggerError::NotJson(e.to_string()))?;
+    let Some(shard) = value.as_object().and_then(|m| m.get("shard")) else {
+        let (day, kind) = parse_body(body, today)?;
+        return Ok(Job::Day(day, kind));
+    };
+    let Value::Object(map) = shard else {
+        return Err(TriggerError::WrongType {
+            field: "shard",
+            expected: "an object",
+            found: shard.to_string(),
+        });
+    };
+    let day = parse_iso(string_field(map, "day")?)?.check_range(today)?;
+    let run = string_field(map, "run")?;
+    if run.len() != 12 || !run.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(TriggerError::WrongType {
+            field: "run",
+            expected: "12 hex digits",
+            found: format!("{run:?}"),
+        });
+    }
+    let count = |field: &'static str| {
+        let n = int_field(map, field)?;
+        u32::try_from(n).map_err(|_| TriggerError::WrongType {
+            field,
+            expected: "a shard number (0 or more)",
+            found: n.to_string(),
+        })
+    };
+    let (index, of) = (count("index")?, count("of")?);
+    if index >= of {
+        return Err(TriggerError::WrongType {
+            field: "index",
+            expected: "less than \"of\"",
+            found: format!("{index} of {of}"),
+        });
+    }
+    Ok(Job::Shard(ShardJob {
+        day,
+        run: run.to_ascii_lowercase(),
+        index,
+        of,
+    }))
 }
 
 /// Parses a message body into the day it asks for, checked against `today` (UTC).
@@ -352,6 +447,53 @@ mod tests {
         ];
         for (body, want) in cases {
             let err = parse_body(body, today()).unwrap_err().to_string();
+            assert!(
+                err.contains(want),
+                "{body}: {err:?} should contain {want:?}"
+            );
+        }
+    }
+
+    /// A shard message reads back as the job it was made from; malformed ones are
+    /// refused with the reason; a day message is still a day.
+    #[test]
+    fn shard_jobs() {
+        let job = ShardJob {
+            day: day("2024-02-12"),
+            run: "0123456789ab".into(),
+            index: 3,
+            of: 12,
+        };
+        assert_eq!(parse_job(&job.body(), today()), Ok(Job::Shard(job.clone())));
+        assert_eq!(
+            parse_job(r#"{"date":"2024-02-12"}"#, today()),
+            Ok(Job::Day(day("2024-02-12"), TriggerKind::IsoDate))
+        );
+        let cases: &[(&str, &str)] = &[
+            (r#"{"shard":1}"#, "\"shard\" must be an object"),
+            (
+                r#"{"shard":{"run":"0123456789ab","index":0,"of":1}}"#,
+                "\"day\" is missing",
+            ),
+            (
+                r#"{"shard":{"day":"2024-02-12","run":"xyz","index":0,"of":1}}"#,
+                "12 hex digits",
+            ),
+            (
+                r#"{"shard":{"day":"2024-02-12","run":"0123456789ab","index":2,"of":2}}"#,
+                "less than",
+            ),
+            (
+                r#"{"shard":{"day":"2024-02-12","run":"0123456789ab","index":-1,"of":2}}"#,
+                "a shard number",
+            ),
+            (
+                r#"{"shard":{"day":"2024-03-02","run":"0123456789ab","index":0,"of":2}}"#,
+                "in the future",
+            ),
+        ];
+        for (body, want) in cases {
+            let err = parse_job(body, today()).unwrap_err().to_string();
             assert!(
                 err.contains(want),
                 "{body}: {err:?} should contain {want:?}"

@@ -1,107 +1,20 @@
-//! Writer: output keys, chunk uploads, stale-chunk cleanup and the day's manifest.
-//!
-//! Layout of one day: `DST_PREFIX` + `YYYY/MM/DD/` + `000000.ndjson.gz`, `000001…` (or
-//! `000000.parquet`, … with `OUTPUT_FORMAT=parquet`), and `_manifest.json`, written last. (Hive and Athena skip files whose names start with
-//! `_`, so the manifest never shows up as data.) The manifest is removed before the
-//! first chunk of a run is written and put back only when every chunk is in place, so
-//! its presence means "this day is complete"; it holds no timestamp, so a rerun over
-//! the same sources writes the very same bytes.
+//! Writer: the day's output objects — chunk uploads (PutObject, or a multipart upload
+//! part by part), small JSON objects (the manifest, plan files), deletes — and the read
+//! of a small object that may not exist. Keys come from [`crate::layout`].
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
+use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use crate::chunks::Piece;
-use crate::config::OutputFormat;
 use crate::error::Error;
-use crate::listing::list_level;
-use crate::trigger::Day;
-
-pub const MANIFEST_NAME: &str = "_manifest.json";
-
-/// `DST_PREFIX/YYYY/MM/DD/`.
-pub fn day_prefix(dst_prefix: &str, day: Day) -> String {
-    format!("{dst_prefix}{}", day.path())
-}
-
-/// `DST_PREFIX/YYYY/MM/DD/NNNNNN.ndjson.gz` (or `.parquet`).
-pub fn chunk_key(dst_prefix: &str, day: Day, index: u32, format: OutputFormat) -> String {
-    format!(
-        "{}{index:06}{}",
-        day_prefix(dst_prefix, day),
-        format.suffix()
-    )
-}
-
-/// Where a day's chunks go: the bucket, the day's folder under `DST_PREFIX`, and the
-/// format (which names the files).
-#[derive(Debug, Clone, Copy)]
-pub struct DayOutput<'a> {
-    pub bucket: &'a str,
-    pub dst_prefix: &'a str,
-    pub day: Day,
-    pub format: OutputFormat,
-}
-
-impl DayOutput<'_> {
-    /// The key of chunk `index`.
-    pub fn chunk_key(&self, index: u32) -> String {
-        chunk_key(self.dst_prefix, self.day, index, self.format)
-    }
-}
-
-/// `DST_PREFIX/YYYY/MM/DD/_manifest.json`.
-pub fn manifest_key(dst_prefix: &str, day: Day) -> String {
-    format!("{}{MANIFEST_NAME}", day_prefix(dst_prefix, day))
-}
-
-/// The chunk number and format of an object name (`000012.ndjson.gz` → 12, NDJSON);
-/// `None` for anything that is not one of our chunks.
-pub fn chunk_name(name: &str) -> Option<(u32, OutputFormat)> {
-    let (digits, format) = OutputFormat::ALL
-        .into_iter()
-        .find_map(|f| Some((name.strip_suffix(f.suffix())?, f)))?;
-    if digits.len() < 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((digits.parse().ok()?, format))
-}
-
-/// One chunk as the manifest records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ChunkEntry {
-    pub key: String,
-    pub records: u64,
-    /// Compressed size, as stored.
-    pub bytes: u64,
-    pub uncompressed_bytes: u64,
-}
-
-/// What `_manifest.json` holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Manifest {
-    pub date: String,
-    /// `ndjson` or `parquet`.
-    pub format: OutputFormat,
-    pub source: String,
-    pub source_files: u64,
-    pub records: u64,
-    /// Bytes of the source objects as stored (mostly gzip).
-    pub bytes_read: u64,
-    /// Bytes of the chunks as stored (gzip or Parquet).
-    pub bytes_written: u64,
-    /// Bytes of the records as NDJSON (before compression, or before Parquet encoding).
-    pub uncompressed_bytes_written: u64,
-    pub chunks: Vec<ChunkEntry>,
-    /// What `DAY_BY=event` or `DEDUP` selected; absent with the defaults, whose
-    /// manifest is unchanged.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub selection: Option<crate::select::Selection>,
-    pub generator: String,
-}
+use crate::layout::DayOutput;
+use crate::manifest::ChunkEntry;
+use crate::source::STREAM_RESUMES;
 
 /// PutObject of one body.
 pub async fn put(
@@ -307,106 +220,110 @@ pub async fn delete(s3: &Client, bucket: &str, key: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The chunk objects already in a day's folder, as (key, index, format), sorted by
-/// index.
-async fn existing_chunks(
-    s3: &Client,
-    bucket: &str,
-    dst_prefix: &str,
-    day: Day,
-) -> Result<Vec<(String, u32, OutputFormat)>, Error> {
-    let prefix = day_prefix(dst_prefix, day);
-    let (_, objects) = list_level(s3, bucket, &prefix).await?;
-    let mut chunks: Vec<_> = objects
-        .into_iter()
-        .filter_map(|o| {
-            let (idx, format) = chunk_name(&o.key[prefix.len()..])?;
-            Some((o.key, idx, format))
-        })
-        .collect();
-    chunks.sort_by_key(|(_, i, _)| *i);
-    Ok(chunks)
-}
-
-/// Deletes the day's chunk objects that this run's `keep` chunks of `format` did not
-/// overwrite: those numbered `keep` and above (an earlier run wrote more), and those of
-/// the other format (an earlier run wrote the day in it). Returns their keys. Nothing
-/// else is touched.
-pub async fn delete_stale_chunks(
-    s3: &Client,
-    bucket: &str,
-    dst_prefix: &str,
-    day: Day,
-    keep: u32,
-    format: OutputFormat,
-) -> Result<Vec<String>, Error> {
-    let mut deleted = Vec::new();
-    for (key, idx, f) in existing_chunks(s3, bucket, dst_prefix, day).await? {
-        if idx >= keep || f != format {
-            delete(s3, bucket, &key).await?;
-            deleted.push(key);
+/// Deletes `keys` with DeleteObjects, up to 1,000 a request; a key S3 could not delete
+/// fails with its own error.
+pub async fn delete_many(s3: &Client, bucket: &str, keys: &[String]) -> Result<(), Error> {
+    for batch in keys.chunks(1000) {
+        let objects = batch
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::s3_detail("DeleteObjects", bucket, &batch[0], e.to_string()))?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| Error::s3_detail("DeleteObjects", bucket, &batch[0], e.to_string()))?;
+        let out = s3
+            .delete_objects()
+            .bucket(bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| Error::s3("DeleteObjects", bucket, &batch[0], e))?;
+        if let Some(e) = out.errors().first() {
+            let key = e.key().unwrap_or(&batch[0]);
+            let detail = format!(
+                "{}: {}",
+                e.code().unwrap_or("error"),
+                e.message().unwrap_or("")
+            );
+            return Err(Error::s3_detail("DeleteObjects", bucket, key, detail));
         }
+        debug!(bucket, objects = batch.len(), "objects deleted");
     }
-    Ok(deleted)
+    Ok(())
 }
 
-/// Writes the manifest (pretty-printed JSON with a final newline).
-pub async fn put_manifest(
+/// PutObject of `value` as pretty-printed JSON with a final newline.
+pub async fn put_json(
     s3: &Client,
     bucket: &str,
     key: &str,
-    manifest: &Manifest,
+    value: &impl Serialize,
 ) -> Result<(), Error> {
-    let mut body = serde_json::to_vec_pretty(manifest).expect("a manifest always serialises");
+    let mut body = serde_json::to_vec_pretty(value).expect("our types always serialise");
     body.push(b'\n');
     put(s3, bucket, key, ByteStream::from(body), "application/json").await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn day() -> Day {
-        "2024-02-05".parse().unwrap()
-    }
-
-    /// Keys follow DST_PREFIX/YYYY/MM/DD/NNNNNN.ndjson.gz (or .parquet).
-    #[test]
-    fn keys() {
-        assert_eq!(
-            chunk_key("daily/", day(), 0, OutputFormat::Ndjson),
-            "daily/2024/02/05/000000.ndjson.gz"
-        );
-        assert_eq!(
-            chunk_key("", day(), 12, OutputFormat::Ndjson),
-            "2024/02/05/000012.ndjson.gz"
-        );
-        assert_eq!(
-            chunk_key("d/", day(), 3, OutputFormat::Parquet),
-            "d/2024/02/05/000003.parquet"
-        );
-        assert_eq!(manifest_key("x/y/", day()), "x/y/2024/02/05/_manifest.json");
-    }
-
-    /// Only our own chunk names are recognised, so cleanup touches nothing else.
-    #[test]
-    fn chunk_names() {
-        let (ndjson, parquet) = (OutputFormat::Ndjson, OutputFormat::Parquet);
-        assert_eq!(chunk_name("000000.ndjson.gz"), Some((0, ndjson)));
-        assert_eq!(chunk_name("000123.ndjson.gz"), Some((123, ndjson)));
-        assert_eq!(chunk_name("1234567.ndjson.gz"), Some((1_234_567, ndjson)));
-        assert_eq!(chunk_name("000002.parquet"), Some((2, parquet)));
-        for other in [
-            "_manifest.json",
-            "12.ndjson.gz",
-            "00001a.ndjson.gz",
-            "000001.ndjson",
-            "000001.json.gz",
-            "000001.parquet.tmp",
-            "1.parquet",
-            "notes.txt",
-        ] {
-            assert_eq!(chunk_name(other), None, "{other}");
+/// The whole body of a small object we wrote (a plan's file, a shard's result, the
+/// manifest), or `None` when there is none (404). A body broken off is asked for
+/// again: the SDK retries requests, not the bodies it hands out.
+///
+/// The SDK's response checksum is not validated, as for the lease: on a server whose
+/// writes are not atomic (s3s-fs), two copies of one shard writing its result at once
+/// can leave one's body stored with the other's checksum. What is read is parsed whole
+/// (JSON, or gzip with its own CRC), so a damaged body still fails.
+pub async fn get_if_exists(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    what: &'static str,
+) -> Result<Option<Bytes>, Error> {
+    use aws_sdk_s3::config::ResponseChecksumValidation;
+    for again in 0.. {
+        let sent = s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default()
+                    .response_checksum_validation(ResponseChecksumValidation::WhenRequired),
+            )
+            .send()
+            .await;
+        let out = match sent {
+            Ok(out) => out,
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(Error::s3(what, bucket, key, e)),
+        };
+        match out.body.collect().await {
+            Ok(body) => return Ok(Some(body.into_bytes())),
+            Err(e) if again < STREAM_RESUMES => {
+                tracing::warn!(bucket, key, error = %crate::error::error_chain(&e), "body broken off; asking for it again");
+            }
+            Err(e) => return Err(Error::s3_read(what, bucket, key, &e)),
         }
     }
+    unreachable!("the loop returns")
+}
+
+/// [`get_if_exists`] of a JSON object, parsed; one that does not parse is an error
+/// naming it.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    what: &'static str,
+) -> Result<Option<T>, Error> {
+    let Some(bytes) = get_if_exists(s3, bucket, key, what).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::s3_detail(what, bucket, key, format!("not what we wrote there: {e}")))
 }

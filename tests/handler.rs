@@ -47,6 +47,7 @@ async fn app(server: &S3) -> App {
         .collect();
     App {
         s3,
+        sqs: None,
         config: Config::from_map(&vars).unwrap(),
     }
 }

@@ -229,6 +229,7 @@ async fn a_duplicate_delivery_is_safe() {
     let (_server, s3, want) = day_of(20, 30).await;
     let app = App {
         s3: s3.clone(),
+        sqs: None,
         config: config(&[]),
     };
     let message = |id: &str| {

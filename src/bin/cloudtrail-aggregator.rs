@@ -41,13 +41,11 @@ async fn main() -> Result<(), Error> {
         chunk_size_bytes = config.chunk_size_bytes,
         "cloudtrail-aggregator starting"
     );
-    let app = App {
-        s3: aws::s3_client_from_env(&config).await.map_err(|e| {
-            tracing::error!(error = %e, "cannot use the AWS configuration");
-            e
-        })?,
-        config,
-    };
+    let (s3, sqs) = aws::clients_from_env(&config).await.map_err(|e| {
+        tracing::error!(error = %e, "cannot use the AWS configuration");
+        e
+    })?;
+    let app = App { s3, sqs, config };
     let app = &app;
     lambda_runtime::run(service_fn(move |event| serve(app, event))).await
 }

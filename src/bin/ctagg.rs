@@ -27,6 +27,18 @@ enum Command {
     Run(RunArgs),
     /// Enqueue one explicit-date message per day on the trigger queue, for the Lambda to aggregate.
     Backfill(BackfillArgs),
+    /// Say where a day stands: complete, being aggregated (which shards are done, pending
+    /// or failed, and why), or not aggregated.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The UTC day, YYYY-MM-DD.
+    #[arg(value_name = "DAY")]
+    day: String,
+    #[command(flatten)]
+    overrides: Overrides,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +68,10 @@ struct RunArgs {
     /// Last day of a range, inclusive, YYYY-MM-DD (with --from).
     #[arg(long, requires = "from")]
     to: Option<String>,
+    /// Shards of a day larger than one shard run at once in this process (default: the
+    /// machine's cores).
+    #[arg(long, value_name = "K")]
+    shard_concurrency: Option<usize>,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -91,6 +107,12 @@ struct Overrides {
     /// Overrides MAX_CONCURRENT_GETS.
     #[arg(long)]
     max_concurrent_gets: Option<usize>,
+    /// Overrides SHARD_MAX_FILES: source files of one shard.
+    #[arg(long, value_name = "N")]
+    shard_max_files: Option<u64>,
+    /// Overrides SHARD_MAX_BYTES: bytes (as stored) of one shard's source files.
+    #[arg(long, value_name = "BYTES")]
+    shard_max_bytes: Option<u64>,
 }
 
 impl Overrides {
@@ -115,6 +137,14 @@ impl Overrides {
         set(
             "MAX_CONCURRENT_GETS",
             self.max_concurrent_gets.map(|n| n.to_string()),
+        );
+        set(
+            "SHARD_MAX_FILES",
+            self.shard_max_files.map(|n| n.to_string()),
+        );
+        set(
+            "SHARD_MAX_BYTES",
+            self.shard_max_bytes.map(|n| n.to_string()),
         );
         Ok(Config::from_map(&vars)?)
     }
@@ -191,8 +221,12 @@ fn summary_line(cfg: &Config, s: &Summary) -> String {
             sel.day_by, sel.records_read, sel.other_days, sel.duplicates
         )
     });
+    let shards = match m.shards.len() {
+        0 | 1 => String::new(),
+        n => format!(" in {n} shards"),
+    };
     format!(
-        "{}: {} files, {} records{selected}, {} chunks, {} read, {} written as {} ({} NDJSON) in {:.2}s -> s3://{}/{}",
+        "{}: {} files, {} records{selected}, {} chunks{shards}, {} read, {} written as {} ({} NDJSON) in {:.2}s -> s3://{}/{}",
         s.day,
         m.source_files,
         m.records,
@@ -211,8 +245,12 @@ async fn run(args: RunArgs) -> Result<()> {
     let cfg = args.overrides.config()?;
     let days = days(&args)?;
     let s3 = aws::s3_client_from_env(&cfg).await?;
+    let opts = RunOptions {
+        deadline: None,
+        shard_concurrency: args.shard_concurrency.unwrap_or(0),
+    };
     for (i, day) in days.iter().enumerate() {
-        let summary = aggregate_day(&s3, &cfg, *day, RunOptions::default())
+        let summary = aggregate_day(&s3, &cfg, *day, opts)
             .await
             .with_context(|| {
                 format!(
@@ -225,14 +263,54 @@ async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+async fn status(args: StatusArgs) -> Result<()> {
+    let cfg = args.overrides.config()?;
+    let day = parse_day(&args.day, "DAY")?;
+    let s3 = aws::s3_client_from_env(&cfg).await?;
+    let status = cloudtrail_aggregator::status::day_status(&s3, &cfg, day)
+        .await
+        .with_context(|| format!("reading the status of {day} failed"))?;
+    println!("{day}: {status}");
+    Ok(())
+}
+
+/// The runtime: one thread for the I/O of a day of one shard (the stages' CPU work has
+/// threads of its own); with shards in process, a worker per two of them.
+fn runtime(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shards = match command {
+        Command::Run(args) => args.shard_concurrency.unwrap_or(cores),
+        _ => 1,
+    };
+    if shards <= 2 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(shards.div_ceil(2))
+            .enable_all()
+            .build()
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(telemetry::Output::Cli);
-    let result = match cli.command {
-        Command::Run(args) => run(args).await,
-        Command::Backfill(args) => run_backfill(args).await,
+    let rt = match runtime(&cli.command) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Backfill(args) => run_backfill(args).await,
+            Command::Status(args) => status(args).await,
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
