@@ -8,10 +8,21 @@
   with the SQS event, delete the message unless the invocation failed or the response
   names it in batchItemFailures.
 
-It first invokes every events/*.json with `cargo lambda invoke --data-file` and checks the
+Phase 1 invokes every events/*.json with `cargo lambda invoke --data-file` and checks the
 responses; then it enqueues two days with `ctagg backfill` plus one raw message for a day
 before CloudTrail existed, drains the queue, and checks that both days were aggregated
 and that exactly the bad message ended in the dead-letter queue.
+
+Phase 2 (fan-out) restarts the function with SHARD_MAX_FILES=3 and SHARD_QUEUE_URL set to
+its queue: a day of 28 files becomes a plan of 10 shards, sent back to the queue by the
+invocation that plans it. The driver delivers the first shard message twice (two
+invocations of one receive), holds back the first delivery of another one (neither run
+nor deleted: it comes back after the visibility timeout) and checks that no manifest
+exists until it ran; then the day's records, read in the manifest's order, must be
+exactly those of `ctagg run` of the same day as one shard. A second day has a file that
+no shard can read: its shard fails every time and is dead-lettered with an error naming
+the day, the shard and the object, the day gets no manifest, and `ctagg status` says
+which shard failed.
 
 Usage: scripts/local_pipeline.py --moto http://127.0.0.1:5000 --ctagg target/debug/ctagg
 """
@@ -129,6 +140,192 @@ def sqs_event(msg, queue_arn):
     }
 
 
+def drain(sqs, queue_url, queue_arn, port, deadline, on_message):
+    """Plays the event source: one message per invocation until the queue is empty.
+    `on_message(msg)` returns "invoke", "invoke-twice" or "hold" (neither run nor
+    deleted: redelivered after the visibility timeout). Returns the invocations'
+    (message, ok, payload) in order."""
+    seen = []
+    while time.time() < deadline:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=1, AttributeNames=["All"])
+        msgs = got.get("Messages", [])
+        if not msgs:
+            attrs = sqs.get_queue_attributes(
+                QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+            )["Attributes"]
+            if attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0":
+                return seen
+            continue
+        msg = msgs[0]
+        what = on_message(msg)
+        if what == "hold":
+            log(f"message {msg['MessageId']} ({msg['Body']}) held back: it comes back after the visibility timeout")
+            continue
+        runs = 2 if what == "invoke-twice" else 1
+        for _ in range(runs):
+            ok, payload = invoke(port, sqs_event(msg, queue_arn))
+            seen.append((msg, ok, payload))
+        failed_ids = [f["itemIdentifier"] for f in (payload or {}).get("batchItemFailures", [])] if ok else [msg["MessageId"]]
+        if msg["MessageId"] in failed_ids:
+            log(f"message {msg['MessageId']} ({msg['Body']}) failed; left on the queue: {payload}")
+        else:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=msg["ReceiptHandle"])
+            log(f"message {msg['MessageId']} ({msg['Body']}) done ({runs} invocation(s)); deleted")
+    fail("the queue did not drain in time")
+
+
+def start_function(port, fn_env):
+    watch = subprocess.Popen(
+        ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port", str(port), "--bin", FUNCTION],
+        cwd=ROOT,
+        env=fn_env,
+        start_new_session=True,
+    )
+    wait_port(port, 300)
+    return watch
+
+
+def stop_function(watch):
+    os.killpg(watch.pid, signal.SIGTERM)
+    try:
+        watch.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(watch.pid, signal.SIGKILL)
+
+
+def make_queue(sqs, name, receives):
+    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_url = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": "2",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(receives)}),
+        },
+    )["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return queue_url, queue_arn, dlq_url
+
+
+def dead_letters(sqs, dlq_url):
+    dead = []
+    for _ in range(5):
+        got = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        dead += got.get("Messages", [])
+    return dead
+
+
+def manifest_order_ndjson(s3, prefix):
+    """The day's records, its chunks read in the manifest's order, and the manifest."""
+    manifest = json.loads(s3.get_object(Bucket=DST, Key=f"{prefix}_manifest.json")["Body"].read())
+    data = b"".join(gzip.decompress(s3.get_object(Bucket=DST, Key=c["key"])["Body"].read()) for c in manifest["chunks"])
+    return data, manifest
+
+
+def exists(s3, key):
+    try:
+        s3.head_object(Bucket=DST, Key=key)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def fan_out_phase(s3, sqs, args, env):
+    """Phase 2: a day of many shards through the queue (see the module doc)."""
+    good, bad = "2024/02/20", "2024/02/21"
+    for day in (good, bad):
+        for a, account in enumerate(("111111111111", "222222222222", "333333333333")):
+            for r, region in enumerate(("eu-west-1", "us-east-1", "ap-south-1")):
+                for f in range(3):
+                    recs = [record(account, region, 100 * a + 10 * r + f * 3 + i) for i in range(1 + f)]
+                    body = gzip.compress(json.dumps({"Records": recs}, separators=(",", ":")).encode())
+                    if day == bad and (a, r, f) == (1, 1, 1):
+                        body = gzip.compress(b'{"Records":[{"eventID":')
+                    key = f"AWSLogs/o-abc123def4/{account}/CloudTrail/{region}/{day}/{account}_CloudTrail_{region}_{f}.json.gz"
+                    s3.put_object(Bucket=SRC, Key=key, Body=body)
+        real = ROOT / "tests/fixtures/cloudtrail/SerializerTestFileCompact.json.gz"
+        s3.put_object(Bucket=SRC, Key=f"AWSLogs/444444444444/CloudTrail/eu-west-1/{day}/real.json.gz", Body=real.read_bytes())
+    bad_key = f"AWSLogs/o-abc123def4/222222222222/CloudTrail/us-east-1/{bad}/222222222222_CloudTrail_us-east-1_1.json.gz"
+
+    # The reference: the same day as one shard, by ctagg.
+    out = subprocess.run(
+        [args.ctagg, "run", "2024-02-20", "--src-bucket", SRC, "--dst-bucket", DST, "--dst-prefix", "single/"],
+        env=env, capture_output=True, text=True,
+    )
+    if out.returncode != 0:
+        fail(f"ctagg run (one shard): {out.stderr}")
+    reference, ref_manifest = manifest_order_ndjson(s3, f"single/{good}/")
+    if len(ref_manifest["shards"]) != 1:
+        fail(f"the reference ran as {len(ref_manifest['shards'])} shards")
+
+    queue_url, queue_arn, dlq_url = make_queue(sqs, "fanout", 2)
+    fn_env = dict(env, SRC_BUCKET=SRC, DST_BUCKET=DST, DST_PREFIX="cloudtrail-daily/", LOG_LEVEL="info",
+                  SHARD_MAX_FILES="3", SHARD_QUEUE_URL=queue_url)
+    watch = start_function(args.port, fn_env)
+    try:
+        folder = f"cloudtrail-daily/{good}/"
+        sqs.send_message(QueueUrl=queue_url, MessageBody='{"date":"2024-02-20"}')
+        state = {"twice": None, "held": None, "held_ran": False, "early": []}
+
+        def on_message(msg):
+            body = json.loads(msg["Body"])
+            shard = body.get("shard")
+            if shard is None:
+                return "invoke"
+            if state["held"] is None and shard["index"] == 5:
+                state["held"] = msg["MessageId"]
+                return "hold"
+            if msg["MessageId"] == state["held"]:
+                state["held_ran"] = True
+            elif not state["held_ran"] and exists(s3, f"{folder}_manifest.json"):
+                state["early"].append(msg["Body"])
+            if state["twice"] is None:
+                state["twice"] = msg["MessageId"]
+                return "invoke-twice"
+            return "invoke"
+
+        runs = drain(sqs, queue_url, queue_arn, args.port, time.time() + args.timeout, on_message)
+        if state["early"]:
+            fail(f"a manifest existed before the held shard ran (seen at {state['early']})")
+        if not state["held_ran"] or state["twice"] is None:
+            fail(f"the held shard ran: {state['held_ran']}; a message delivered twice: {state['twice']}")
+        failures = [(m["Body"], p) for m, ok, p in runs if not ok]
+        if failures:
+            fail(f"invocations failed: {failures}")
+        data, manifest = manifest_order_ndjson(s3, folder)
+        if len(manifest["shards"]) < 8:
+            fail(f"{len(manifest['shards'])} shards; expected at least 8")
+        if data != reference:
+            fail("the shards' records, in the manifest's order, differ from the single run's")
+        names = [c["key"] for c in manifest["chunks"]]
+        present = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=DST, Prefix=folder).get("Contents", []))
+        if present != sorted(names + [f"{folder}_manifest.json"]):
+            fail(f"the folder holds {present}, the manifest lists {names}")
+        log(f"fan-out: {len(manifest['shards'])} shards, {manifest['records']} records, exactly the single run's, "
+            f"{len(runs)} invocations (one message twice, one held back)")
+
+        # A day with a file no shard can read.
+        sqs.send_message(QueueUrl=queue_url, MessageBody='{"date":"2024-02-21"}')
+        runs = drain(sqs, queue_url, queue_arn, args.port, time.time() + args.timeout, lambda m: "invoke")
+        if exists(s3, f"cloudtrail-daily/{bad}/_manifest.json"):
+            fail("a day with a shard that cannot be read has a manifest")
+        dead = [json.loads(m["Body"]) for m in dead_letters(sqs, dlq_url)]
+        if len(dead) != 1 or dead[0].get("shard", {}).get("day") != "2024-02-21":
+            fail(f"the dead-letter queue holds {dead}, expected one shard message of 2024-02-21")
+        shard = dead[0]["shard"]
+        want = f"2024-02-21, shard {shard['index']} of {shard['of']}"
+        errors = [json.dumps(p) for m, ok, p in runs if not ok]
+        if not errors or not all(want in e and bad_key in e for e in errors):
+            fail(f"the failed invocations do not name {want!r} and {bad_key}: {errors}")
+        out = subprocess.run([args.ctagg, "status", "2024-02-21", "--src-bucket", SRC, "--dst-bucket", DST],
+                             env=env, capture_output=True, text=True)
+        if out.returncode != 0 or f"shard {shard['index']} failed at" not in out.stdout or bad_key not in out.stdout:
+            fail(f"ctagg status 2024-02-21 does not name the failed shard: {out.stdout} {out.stderr}")
+        log(f"a shard that always fails: dead-lettered, named ({want}), no manifest; ctagg status: {out.stdout.splitlines()[0]}")
+    finally:
+        stop_function(watch)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--moto", default=os.environ.get("MOTO_ENDPOINT", "http://127.0.0.1:5000"))
@@ -158,14 +355,8 @@ def main():
     log(f"moto at {args.moto}: buckets {SRC}, {DST}; queue {queue_url} -> DLQ {dlq_url}")
 
     fn_env = dict(env, SRC_BUCKET=SRC, DST_BUCKET=DST, SRC_PREFIX="AWSLogs/", DST_PREFIX="cloudtrail-daily/", LOG_LEVEL="info")
-    watch = subprocess.Popen(
-        ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port", str(args.port), "--bin", FUNCTION],
-        cwd=ROOT,
-        env=fn_env,
-        start_new_session=True,
-    )
+    watch = start_function(args.port, fn_env)
     try:
-        wait_port(args.port, 300)
         deadline = time.time() + args.timeout
 
         # 1. Every events/*.json through the runtime, as `cargo lambda invoke` sends it.
@@ -243,11 +434,9 @@ def main():
             fail(f"dead-letter queue holds {bodies}, expected exactly the 2013-10-31 message")
         log(f"OK: {invocations} invocations; 2 days aggregated ({counts}); 1 message in the DLQ")
     finally:
-        os.killpg(watch.pid, signal.SIGTERM)
-        try:
-            watch.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(watch.pid, signal.SIGKILL)
+        stop_function(watch)
+    fan_out_phase(s3, sqs, args, env)
+    log("OK: fan-out")
 
 
 if __name__ == "__main__":
