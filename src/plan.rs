@@ -407,6 +407,171 @@ pub enum Plan {
     Many(PlanFile),
 }
 
+/// While the day may fit one shard, its objects also go to the shard running in place.
+/// It is stopped (sent [`Error::Stopped`]) when the listing passes a shard's limits, or
+/// earlier when the folders listed so far say the day is much larger: the listing
+/// then goes on at its own pace instead of the run's.
+struct Speculation {
+    tx: Option<mpsc::Sender<Result<SourceObject, Error>>>,
+    limits: ShardLimits,
+    folders_total: usize,
+    folders_seen: usize,
+    folder: String,
+    stopped_early: bool,
+}
+
+/// Folders listed before the size of the day is estimated from them.
+const ESTIMATE_AFTER_FOLDERS: usize = 64;
+
+impl Speculation {
+    /// Offers the object just pushed to `planner` to the run in place.
+    async fn offer(&mut self, object: SourceObject, planner: &Planner, day: Day) {
+        let folder = object.key.rsplit_once('/').map_or("", |(f, _)| f);
+        if folder != self.folder {
+            self.folder = folder.to_string();
+            self.folders_seen += 1;
+        }
+        let Some(tx) = &self.tx else { return };
+        let (files, bytes) = planner.totals();
+        if !planner.single() {
+            info!(day = %day, files, bytes, max_files = self.limits.max_files, max_bytes = self.limits.max_bytes, "the day is larger than one shard: planning shards");
+            self.stop().await;
+            return;
+        }
+        if looks_larger(
+            files,
+            bytes,
+            self.folders_seen,
+            self.folders_total,
+            self.limits,
+        ) {
+            info!(day = %day, files, folders = self.folders_seen, of = self.folders_total, "the day looks larger than one shard: planning shards");
+            self.stopped_early = true;
+            self.stop().await;
+            return;
+        }
+        if tx.send(Ok(object)).await.is_err() {
+            self.tx = None; // it stopped, and says why
+        }
+    }
+
+    /// Stops the run in place (its upload is aborted; the commit deletes what it wrote).
+    async fn stop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Err(Error::Stopped)).await;
+        }
+    }
+}
+
+/// Whether a day of `folders_total` folders, of which `folders_seen` held `files` files
+/// of `bytes` bytes, looks larger than one shard: once enough folders are seen, the
+/// files and bytes per folder so far times the folders, less a fifth for the margin.
+pub fn looks_larger(
+    files: u64,
+    bytes: u64,
+    folders_seen: usize,
+    folders_total: usize,
+    limits: ShardLimits,
+) -> bool {
+    if folders_seen == 0 || folders_seen < ESTIMATE_AFTER_FOLDERS.min(folders_total) {
+        return false;
+    }
+    let scale = folders_total as f64 / folders_seen as f64 * 0.8;
+    files as f64 * scale > limits.max_files as f64 || bytes as f64 * scale > limits.max_bytes as f64
+}
+
+/// What the listing made of the day.
+struct Listed {
+    single: bool,
+    shards: Vec<ShardSpec>,
+    id: String,
+    files: u64,
+    bytes: u64,
+    /// The keys of a day of one shard whose run in place was stopped early.
+    single_keys: Option<Vec<u8>>,
+}
+
+/// Lists the day's folders into `planner`, feeding `speculation` and sending each
+/// closed shard's keys file to `keys_tx`.
+#[allow(clippy::too_many_arguments)]
+async fn list_into(
+    s3: &Client,
+    cfg: &Config,
+    day: Day,
+    prefixes: Vec<String>,
+    planner: &mut Planner,
+    mut speculation: Speculation,
+    keys_tx: mpsc::Sender<(u32, Vec<u8>)>,
+    deadline: Option<Instant>,
+) -> Result<Listed, Error> {
+    let objects = listing::day_objects(s3, &cfg.src_bucket, prefixes, cfg.max_concurrent_lists)
+        .map_ok(|objects| futures::stream::iter(objects).map(Ok))
+        .try_flatten();
+    let mut objects = std::pin::pin!(objects);
+    let mut keys_tx = Some(keys_tx);
+    let mut n = 0u64;
+    let listed = loop {
+        let object = match objects.next().await {
+            None => break Ok(()),
+            Some(Err(e)) => break Err(e),
+            Some(Ok(o)) => o,
+        };
+        planner.push(&object);
+        n += 1;
+        speculation.offer(object, planner, day).await;
+        while let Some(ready) = planner.take_ready() {
+            if let Some(k) = &keys_tx {
+                if k.send(ready).await.is_err() {
+                    keys_tx = None; // the writer failed, and says why
+                }
+            }
+        }
+        if n.is_multiple_of(4096) && deadline.is_some_and(|d| Instant::now() >= d) {
+            break Err(Error::Deadline {
+                day: day.to_string(),
+                shard: ShardLabel {
+                    index: 0,
+                    shards: 1,
+                    max_files: cfg.shard_limits.max_files,
+                    max_bytes: cfg.shard_limits.max_bytes,
+                },
+                files_done: 0,
+                files_listed: n,
+                listing_complete: false,
+            });
+        }
+    };
+    if let Err(e) = listed {
+        // The shard in place stops with an error of its own (its upload aborted).
+        speculation.stop().await;
+        return Err(e);
+    }
+    let stopped_early = speculation.stopped_early;
+    drop(speculation);
+    let single = planner.single();
+    let (shards, id) = planner.finish();
+    let mut single_keys = None;
+    while let Some((index, keys)) = planner.take_ready() {
+        if single {
+            single_keys = stopped_early.then_some(keys);
+        } else if let Some(k) = &keys_tx {
+            let _ = k.send((index, keys)).await;
+        }
+    }
+    for (group, files, bytes) in planner.oversized() {
+        warn!(day = %day, trail = %group, files, bytes, max_files = cfg.shard_limits.max_files, max_bytes = cfg.shard_limits.max_bytes, "one account and region holds more than a shard's limits: it is one shard of its own (DEDUP keeps an account and region in one shard)");
+    }
+    let (files, bytes) = planner.totals();
+    Ok(Listed {
+        single,
+        shards,
+        id,
+        files,
+        bytes,
+        single_keys,
+    })
+}
+
 /// Lists the day's `folders` and plans it (see the module doc), running the day in
 /// place while it fits one shard. `run` is the planning run's id; it holds the day's
 /// lease.
@@ -424,92 +589,36 @@ pub async fn plan_day(
     let (tx, rx) = mpsc::channel::<Result<SourceObject, Error>>(SPECULATIVE_QUEUE);
     let (keys_tx, keys_rx) = mpsc::channel::<(u32, Vec<u8>)>(KEYS_PUTS);
     let files = PlanFiles::new(&cfg.dst_prefix, day, &layout::run_tag(run));
-    let label = ShardLabel {
-        index: 0,
-        shards: 1,
-        max_files: cfg.shard_limits.max_files,
-        max_bytes: cfg.shard_limits.max_bytes,
-    };
     let in_place = ShardRun {
         day,
         naming: &Naming::Single,
-        label: label.clone(),
+        label: ShardLabel {
+            index: 0,
+            shards: 1,
+            max_files: cfg.shard_limits.max_files,
+            max_bytes: cfg.shard_limits.max_bytes,
+        },
         deadline,
     };
     let prefixes = folders_in_order(folders.prefixes, cfg.dedup);
-
-    let listing = async {
-        let objects = listing::day_objects(s3, &cfg.src_bucket, prefixes, cfg.max_concurrent_lists)
-            .map_ok(|objects| futures::stream::iter(objects).map(Ok))
-            .try_flatten();
-        let mut objects = std::pin::pin!(objects);
-        let mut speculative = Some(tx);
-        let mut keys_tx = Some(keys_tx);
-        let mut n = 0u64;
-        let outcome = loop {
-            let object = match objects.next().await {
-                None => break Ok(()),
-                Some(Err(e)) => break Err(e),
-                Some(Ok(o)) => o,
-            };
-            planner.push(&object);
-            n += 1;
-            if planner.single() {
-                if let Some(tx) = &speculative {
-                    if tx.send(Ok(object)).await.is_err() {
-                        speculative = None; // it stopped, and says why
-                    }
-                }
-            } else if let Some(tx) = speculative.take() {
-                let (files, bytes) = planner.totals();
-                info!(day = %day, files, bytes, max_files = cfg.shard_limits.max_files, max_bytes = cfg.shard_limits.max_bytes, "the day is larger than one shard: planning shards");
-                let _ = tx.send(Err(Error::Stopped)).await;
-            }
-            while let Some(ready) = planner.take_ready() {
-                if let Some(k) = &keys_tx {
-                    if k.send(ready).await.is_err() {
-                        keys_tx = None; // the writer failed, and says why
-                    }
-                }
-            }
-            if n.is_multiple_of(4096) {
-                if let Some(d) = deadline {
-                    if Instant::now() >= d {
-                        break Err(Error::Deadline {
-                            day: day.to_string(),
-                            shard: label.clone(),
-                            files_done: 0,
-                            files_listed: n,
-                            listing_complete: false,
-                        });
-                    }
-                }
-            }
-        };
-        if let Err(e) = outcome {
-            // The shard in place stops with an error of its own (its upload aborted).
-            if let Some(tx) = speculative.take() {
-                let _ = tx.send(Err(Error::Stopped)).await;
-            }
-            return Err(e);
-        }
-        drop(speculative);
-        let single = planner.single();
-        let (shards, id) = planner.finish();
-        if !single {
-            while let Some(ready) = planner.take_ready() {
-                if let Some(k) = &keys_tx {
-                    let _ = k.send(ready).await;
-                }
-            }
-        }
-        drop(keys_tx);
-        for (group, files, bytes) in planner.oversized() {
-            warn!(day = %day, trail = %group, files, bytes, max_files = cfg.shard_limits.max_files, max_bytes = cfg.shard_limits.max_bytes, "one account and region holds more than a shard's limits: it is one shard of its own (DEDUP keeps an account and region in one shard)");
-        }
-        let (total_files, total_bytes) = planner.totals();
-        Ok((single, shards, id, total_files, total_bytes))
+    let speculation = Speculation {
+        tx: Some(tx),
+        limits: cfg.shard_limits,
+        folders_total: prefixes.len(),
+        folders_seen: 0,
+        folder: String::new(),
+        stopped_early: false,
     };
+    let listing = list_into(
+        s3,
+        cfg,
+        day,
+        prefixes,
+        &mut planner,
+        speculation,
+        keys_tx,
+        deadline,
+    );
     let keys_writer = async {
         let puts = tokio_stream_of(keys_rx).map(|(index, body)| {
             let key = files.keys(index);
@@ -529,10 +638,25 @@ pub async fn plan_day(
             .await
     };
     let counted = shard::counted(tokio_stream_of(rx), progress.clone());
-    let in_place_run = shard::run(s3, cfg, in_place, counted, progress.clone());
+    let in_place_run = shard::run(s3, cfg, in_place.clone(), counted, progress);
     let (listed, written, ran) = tokio::join!(listing, keys_writer, in_place_run);
-    let (single, shards, id, files_total, bytes_total) = listed?;
-    if single {
+    let listed = listed?;
+    if listed.single {
+        if let Some(keys) = listed.single_keys {
+            // The day fits one shard after all: it runs now, from its listing.
+            info!(day = %day, files = listed.files, "the day fits one shard after all: running it");
+            let progress = Arc::new(Progress::default());
+            let objects = read_keys(keys.into()).map(|o| {
+                o.map_err(|e| Error::Internal {
+                    stage: "plan",
+                    detail: format!("a keys file made here does not read back: {e}"),
+                })
+            });
+            let objects = shard::counted(futures::stream::iter(objects), progress.clone());
+            return Ok(Plan::Single(
+                shard::run(s3, cfg, in_place, objects, progress).await?,
+            ));
+        }
         return Ok(Plan::Single(ran?));
     }
     match ran {
@@ -542,14 +666,14 @@ pub async fn plan_day(
     written?;
     let plan = PlanFile {
         run: run.to_string(),
-        plan: id,
+        plan: listed.id,
         day: day.to_string(),
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         source: format!("s3://{}/{}", cfg.src_bucket, cfg.src_prefix),
-        files: files_total,
-        bytes: bytes_total,
+        files: listed.files,
+        bytes: listed.bytes,
         settings,
-        shards,
+        shards: listed.shards,
     };
     writer::put_json(s3, &cfg.dst_bucket, &files.plan(), &plan).await?;
     info!(day = %day, run, plan = %plan.plan, shards = plan.shards.len(), files = plan.files, bytes = plan.bytes, key = %format!("s3://{}/{}", cfg.dst_bucket, files.plan()), "day planned");
@@ -715,6 +839,28 @@ mod tests {
         assert!(p.single());
         p.push(&obj("c", 0));
         assert!(!p.single());
+    }
+
+    /// A day looks larger than one shard from its first 64 folders (or all, when it has
+    /// fewer), with a fifth for the margin.
+    #[test]
+    fn estimates_from_the_first_folders() {
+        let limits = ShardLimits {
+            max_files: 200_000,
+            max_bytes: 1 << 31,
+        };
+        // 10 M files over 17,000 folders: 64 folders of 588 say so at once.
+        assert!(looks_larger(64 * 588, 0, 64, 17_000, limits));
+        // The organisation day of 98,600 files over 3,400 folders does not.
+        assert!(!looks_larger(64 * 29, 0, 64, 3_400, limits));
+        // Too few folders seen to tell.
+        assert!(!looks_larger(63 * 5_000, 0, 63, 17_000, limits));
+        // A day of 10 folders is judged on all 10, with the margin.
+        assert!(!looks_larger(150_000, 0, 9, 10, limits));
+        assert!(!looks_larger(240_000, 0, 10, 10, limits));
+        assert!(looks_larger(260_000, 0, 10, 10, limits));
+        // By bytes too.
+        assert!(looks_larger(64, 1 << 29, 64, 1_000, limits));
     }
 
     /// The account and region of a key, with or without an organisation folder.

@@ -186,6 +186,8 @@ cell!(
 );
 cell!(delete_slowdown, rides_out("DeleteObject", SLOW));
 cell!(delete_dropped, rides_out("DeleteObject", DROP));
+cell!(delete_many_slowdown, rides_out("DeleteObjects", SLOW));
+cell!(delete_many_dropped, rides_out("DeleteObjects", DROP));
 
 cell!(list_always_slowdown, fails("ListObjectsV2", SLOW, "ListObjectsV2 s3://cloudtrail-logs/AWSLogs/ failed: SlowDown: injected by the test (HTTP 503)"));
 cell!(
@@ -261,6 +263,7 @@ cell!(
     )
 );
 cell!(delete_always_500, fails("DeleteObject", E500, "DeleteObject s3://aggregated/cloudtrail-daily/2024/02/12/_manifest.json failed: InternalError"));
+cell!(delete_many_always_500, fails("DeleteObjects", E500, "DeleteObjects s3://aggregated/cloudtrail-daily/2024/02/12/000007.ndjson.gz failed: InternalError"));
 
 /// 30 % SlowDown and 10 % dropped connections on every operation at once, over three
 /// seeds: the day completes exactly each time.

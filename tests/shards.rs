@@ -504,3 +504,42 @@ async fn a_day_that_outgrows_one_shard_leaves_nothing_of_the_run_in_place() {
         .any(|k| k.ends_with("/000000.ndjson.gz")));
     assert_day_whole(&s3, DST, "d/2024/02/12/", &want(&files)).await;
 }
+
+/// A day whose first folders suggest more than one shard, but that fits one after all
+/// (the rest of its folders are empty that day): it is one shard, run once listed,
+/// with the names and records of a day of one shard.
+#[tokio::test]
+async fn a_day_that_only_looked_larger_than_one_shard_is_one_shard() {
+    let mut files = Vec::new();
+    for a in 0..5 {
+        let account = format!("{:012}", 111_111_111_111u64 + a);
+        for r in 0..20 {
+            let region = format!("xx-region-{r:02}");
+            // 64 of the 100 folders hold 10 files on the day; the others only files of
+            // another day (their day folder is empty).
+            let on_day = (a * 20 + r) < 64;
+            let day = if on_day { "2024/02/12" } else { "2024/02/11" };
+            for f in 0..if on_day { 10 } else { 1 } {
+                let rec = record(&account, &region, f);
+                files.push((
+                    log_key("AWSLogs/", &account, &region, day, f),
+                    gzip(&delivery(&[rec])),
+                ));
+            }
+        }
+    }
+    files.sort();
+    let on_day: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .filter(|(k, _)| k.contains("/2024/02/12/"))
+        .cloned()
+        .collect();
+    assert_eq!(on_day.len(), 640);
+    let server = S3::new();
+    let s3 = serve(&server, &files).await;
+    let s = run_with(&s3, "d/", &[("SHARD_MAX_FILES", "700")]).await;
+    assert_eq!(s.manifest.shards.len(), 1);
+    assert!(s.manifest.plan.is_none());
+    assert_eq!(s.manifest.chunks[0].key, "d/2024/02/12/000000.ndjson.gz");
+    assert_day_whole(&s3, DST, "d/2024/02/12/", &want(&on_day)).await;
+}

@@ -401,6 +401,7 @@ pub fn operation<B>(req: &hyper::Request<B>) -> &'static str {
         hyper::Method::PUT => "PutObject",
         hyper::Method::POST if has("uploads") => "CreateMultipartUpload",
         hyper::Method::POST if has("uploadId") => "CompleteMultipartUpload",
+        hyper::Method::POST if has("delete") => "DeleteObjects",
         hyper::Method::DELETE if has("uploadId") => "AbortMultipartUpload",
         hyper::Method::DELETE => "DeleteObject",
         _ => "other",

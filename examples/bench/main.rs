@@ -50,6 +50,8 @@ use std::time::{Duration, Instant};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
+mod fanout;
+
 const SRC: &str = "bench-src";
 const DST: &str = "bench-dst";
 const DAY: &str = "2024/02/12";
@@ -474,17 +476,24 @@ impl Latency {
     }
 }
 
-async fn serve(root: PathBuf, port: u16, latency: Latency) {
+/// Serves s3s-fs over `root` (see [`serve_service`]).
+async fn serve(root: PathBuf, latency: Latency) {
+    let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs root");
+    serve_service(fs, latency).await
+}
+
+/// Serves `s3` on a port of 127.0.0.1 (printed on stdout), TCP_NODELAY, with `latency`
+/// injected and a stats endpoint (`/__bench/stats`: request counts and server CPU).
+async fn serve_service(s3: impl s3s::S3, latency: Latency) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder as ConnBuilder;
     use s3s::service::S3ServiceBuilder;
 
-    let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs root");
-    let mut b = S3ServiceBuilder::new(fs);
+    let mut b = S3ServiceBuilder::new(s3);
     b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
     let service = b.build();
     let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default()); // GET, PUT/POST, LIST, other
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .unwrap();
     println!("{}", listener.local_addr().unwrap().port());
@@ -908,7 +917,20 @@ fn main() {
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(serve(root, 0, latency));
+            rt.block_on(serve(root, latency));
+            return;
+        }
+        Some("serve-synthetic") => return fanout::serve(&args),
+        Some("fanout") => return fanout::run(&args, &exe, &data),
+        Some("fanout-plan" | "fanout-shard") => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            match args[1].as_str() {
+                "fanout-plan" => rt.block_on(fanout::plan_child()),
+                _ => rt.block_on(fanout::shard_child(&args)),
+            }
             return;
         }
         Some("agg") => {
@@ -978,15 +1000,7 @@ fn main() {
             .stdout(Stdio::piped())
             .spawn()
             .expect("start server");
-        let mut line = String::new();
-        {
-            let mut out = server.stdout.take().unwrap();
-            let mut b = [0u8; 1];
-            while out.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
-                line.push(b[0] as char);
-            }
-        }
-        let port: u16 = line.trim().parse().expect("server port");
+        let port = read_port(&mut server);
         let floor_cpu = floor(&dir);
         // The variants (format × DAY_BY) take turns, run by run, so that a noisy
         // stretch of the machine falls on all alike.
@@ -1131,6 +1145,17 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// The port a server child prints on its first line.
+fn read_port(server: &mut std::process::Child) -> u16 {
+    let mut line = String::new();
+    let mut out = server.stdout.take().unwrap();
+    let mut b = [0u8; 1];
+    while out.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+        line.push(b[0] as char);
+    }
+    line.trim().parse().expect("server port")
 }
 
 /// A child of this benchmark with the environment of the S3 server on `port`.
