@@ -642,6 +642,16 @@ pub fn run(args: &[String], exe: &Path, data: &Path) {
         .iter()
         .filter(|(_, r)| r.json["outcome"] == "committed")
         .count();
+    for (i, r) in done
+        .iter()
+        .filter(|(_, r)| r.json["outcome"] == "committed")
+    {
+        let ms = |k: &str| r.json[k].as_u64().unwrap_or(0);
+        println!(
+            "commit (by shard {i}, after its own work): {:.2} s",
+            (ms("total_ms") - ms("shard_ms")) as f64 / 1000.0
+        );
+    }
     if done.len() as u32 == shards {
         assert_eq!(committed, 1, "exactly one shard commits");
         let t = Templates::new();
