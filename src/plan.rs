@@ -28,12 +28,13 @@
 //! cut between groups. A group larger than the limits is a shard of its own, larger
 //! than they say (logged as a warning).
 //!
-//! **The defaults**, from the measured cost of a shard on a 2-vCPU function
-//! (BENCHMARKS.md, block 7): ~0.25 ms of wall time per source file (the requests and
-//! their parsing, at 25 ms per request) and ~0.065 s per MB stored (gunzip, JSON, gzip
-//! of ~10 MB of NDJSON per MB of gzip). A shard at both limits,
-//! 200,000 × 0.25 ms + 2,048 MB × 0.065 s ≈ 50 s + 133 s ≈ 3 min, finishes within
-//! 5 minutes with room for a slow S3; a shard that hits only one limit takes less.
+//! **The defaults**, from the measured cost of a shard (BENCHMARKS.md, blocks 2 and 7): on 2
+//! cores at 25 ms per request a shard costs ~0.25 ms of wall time per source file (its GET
+//! and parsing; the organisation day: 98,600 files in ~30 s) and ~0.065 s per MB stored
+//! (gunzip, JSON, gzip of ~10 MB of NDJSON per MB of gzip; the 306 MB file: 19.5 s). A
+//! shard at both limits would take 200,000 × 0.25 ms + 2,048 MB × 0.065 s ≈ 50 s + 133 s
+//! ≈ 3 min, within 5 minutes with room for a slow S3 or a slower function; measured, a
+//! shard of 200,000 files of ~2.5 KB (500 MB) took 60 s and 39 MiB.
 
 use std::collections::VecDeque;
 use std::io::Write;
