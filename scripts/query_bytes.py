@@ -1,97 +1,79 @@
-"""The bytes DuckDB reads to answer two queries over a day in each format.
+#!/usr/bin/env python3
+"""The bytes DuckDB reads to answer each query of the suite, over a day in each format.
 
-usage: query_bytes.py NDJSON_DAY_FOLDER PARQUET_DAY_FOLDER [EVENT_SOURCE]
+usage: query_bytes.py --ctagg CTAGG --ndjson GLOB --parquet GLOB [--queries DIR] [--only NAME,…]
 
-Runs, in a fresh process per format and query, `SELECT eventName, count(*) ... WHERE
-eventSource = EVENT_SOURCE GROUP BY 1` (two narrow columns), then `SELECT eventName,
-count(*) ... WHERE userIdentity's type = 'AssumedRole' GROUP BY 1` (the userIdentity JSON column),
+Runs every tests/queries/*.sql (or those named by --only) as scripts/query_suite.py runs them
+(the same tables, the same bridge from Athena's SQL), in a fresh process per query and format,
 and counts the bytes the process read from files while the query ran (`rchar` of
-/proc/self/io: every read(2)/pread(2), whatever the page cache holds). That is what Athena
-bills for (bytes scanned, compressed). Prints a Markdown row per format and query and
-exits non-zero if the formats' answers differ.
+/proc/self/io: every read(2)/pread(2), whatever the page cache holds): what Athena bills for
+(bytes scanned, compressed). Prints a Markdown row per query and exits non-zero if the formats'
+answers differ (query_suite's comparison).
 Needs a Python with duckdb (`pip install duckdb`; .ci/run's venv has it).
 """
-import glob
+import argparse
 import json
 import os
 import subprocess
 import sys
 
-NDJSON = "read_json({files}, format = 'newline_delimited', columns = {{%s}})"
-PARQUET = "read_parquet({files})"
-QUERIES = {
-    "source": {
-        "ndjson": "SELECT eventName, count(*) FROM "
-        + NDJSON % "eventSource: 'VARCHAR', eventName: 'VARCHAR'"
-        + " WHERE eventSource = ? GROUP BY 1 ORDER BY 1",
-        "parquet": "SELECT eventName, count(*) FROM " + PARQUET
-        + " WHERE eventSource = ? GROUP BY 1 ORDER BY 1",
-    },
-    "identity": {
-        "ndjson": "SELECT eventName, count(*) FROM "
-        + NDJSON % "eventName: 'VARCHAR', userIdentity: 'JSON'"
-        + " WHERE json_extract_string(userIdentity, '$.type') = 'AssumedRole'"
-        " GROUP BY 1 ORDER BY 1",
-        "parquet": "SELECT eventName, count(*) FROM " + PARQUET
-        + " WHERE json_extract_string(userIdentity, '$.type') = 'AssumedRole'"
-        " GROUP BY 1 ORDER BY 1",
-    },
-}
-SUFFIX = {"ndjson": "*.ndjson.gz", "parquet": "*.parquet"}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import query_suite  # noqa: E402
 
 
 def rchar():
     with open("/proc/self/io") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("rchar:"))
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
 
 
-def child(query, fmt, folder, source):
-    import duckdb
-
-    files = sorted(glob.glob(os.path.join(folder, SUFFIX[fmt])))
-    assert files, f"no {SUFFIX[fmt]} in {folder}"
-    con = duckdb.connect()
+def child(args):
+    table, pattern, ctagg, path = args
+    con = query_suite.connect(table, pattern, ctagg)
     con.execute("SET threads = 2")
-    sql = QUERIES[query][fmt].format(files="[" + ", ".join("'%s'" % f for f in files) + "]")
+    sql = open(path, encoding="utf-8").read()
     before = rchar()
-    rows = con.execute(sql, [source] if "?" in sql else []).fetchall()
+    rows = query_suite.run(con, sql)
     read = rchar() - before
-    size = sum(os.path.getsize(f) for f in files)
-    print(json.dumps({"read": read, "size": size, "files": len(files), "rows": rows}))
+    print(json.dumps({"read": read, "rows": rows}, default=str))
 
 
 def main():
-    if sys.argv[1] == "--child":
-        child(*sys.argv[2:6])
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2:])
         return
-    ndjson, parquet = sys.argv[1], sys.argv[2]
-    source = sys.argv[3] if len(sys.argv) > 3 else "sts.amazonaws.com"
-    titles = {
-        "source": f"WHERE eventSource = '{source}'",
-        "identity": "WHERE json_extract_string(userIdentity, '$.type') = 'AssumedRole'",
-    }
-    print("| query: SELECT eventName, count(*) … GROUP BY 1 | format | files | output MB "
-          "| MB read by the query | read / NDJSON read |")
-    print("|---|---|---|---|---|---|")
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ctagg", required=True)
+    ap.add_argument("--ndjson", required=True)
+    ap.add_argument("--parquet", required=True)
+    ap.add_argument("--queries", default=os.path.join(query_suite.ROOT, "tests", "queries"))
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    only = [o for o in args.only.split(",") if o]
+    sizes = {}
+    for table in ("ndjson", "parquet"):
+        import glob
+
+        sizes[table] = sum(os.path.getsize(f) for f in glob.glob(getattr(args, table)))
+    print(f"NDJSON: {sizes['ndjson'] / 1e6:.2f} MB, Parquet: {sizes['parquet'] / 1e6:.2f} MB")
+    print("| query | MB read, NDJSON | MB read, Parquet | Parquet / NDJSON |")
+    print("|---|---|---|---|")
     failed = []
-    for query in QUERIES:
+    for name, _ in query_suite.queries(args.queries):
+        if only and not any(name.startswith(o) for o in only):
+            continue
+        path = os.path.join(args.queries, name)
         out = {}
-        for fmt, folder in (("ndjson", ndjson), ("parquet", parquet)):
+        for table in ("ndjson", "parquet"):
             text = subprocess.run(
-                [sys.executable, __file__, "--child", query, fmt, folder, source],
+                [sys.executable, __file__, "--child", table, getattr(args, table), args.ctagg, path],
                 check=True, capture_output=True, text=True,
             ).stdout
-            out[fmt] = json.loads(text)
-        for fmt in ("ndjson", "parquet"):
-            o = out[fmt]
-            print(
-                f"| `{titles[query]}` | {fmt} | {o['files']} | {o['size'] / 1e6:.1f} "
-                f"| {o['read'] / 1e6:.2f} | {o['read'] / out['ndjson']['read']:.3f} |"
-            )
-        if out["ndjson"]["rows"] != out["parquet"]["rows"]:
-            failed.append(f"{query}: ndjson {out['ndjson']['rows']}, parquet {out['parquet']['rows']}")
-        elif not out["ndjson"]["rows"]:
-            failed.append(f"{query}: no rows over either format (nothing compared)")
+            out[table] = json.loads(text)
+        n, p = out["ndjson"]["read"], out["parquet"]["read"]
+        print(f"| `{name}` | {n / 1e6:.2f} | {p / 1e6:.2f} | {p / n if n else 0:.3f} |")
+        diff = query_suite.compare(name, out["ndjson"]["rows"], out["parquet"]["rows"])
+        if diff:
+            failed.append(f"{name}: {diff}")
     if failed:
         sys.exit("the answers differ:\n" + "\n".join(failed))
     print("same answers over both formats")

@@ -15,7 +15,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use flate2::write::GzEncoder;
 use flate2::{Compression, GzBuilder};
 
-use crate::records::RecordSink;
+use crate::records::{Field, Record, RecordSink};
 
 /// S3's `CHUNK_SIZE_BYTES` default: 64 MiB of uncompressed NDJSON per chunk.
 pub const DEFAULT_CHUNK_SIZE_BYTES: u64 = 64 * 1024 * 1024;
@@ -24,12 +24,16 @@ pub const DEFAULT_CHUNK_SIZE_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_GZIP_LEVEL: u32 = 6;
 
 /// Records written as NDJSON lines into one buffer: `data` holds the lines, each
-/// ending in `\n`; `ends[i]` is the offset just past line `i`. This is how records
-/// travel from the record scanner to the chunk builder, a block at a time.
+/// ending in `\n`; `ends[i]` is the offset just past line `i`; with them, when the
+/// records stage gave them, each record's top-level fields (`fields`, record `i`'s up to
+/// `field_ends[i]`, as offsets into its line). This is how records travel from the
+/// records stage to the chunk builder, a block at a time.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Lines {
     pub data: Vec<u8>,
     pub ends: Vec<usize>,
+    pub fields: Vec<Field>,
+    pub field_ends: Vec<usize>,
 }
 
 impl Lines {
@@ -37,14 +41,33 @@ impl Lines {
         Lines {
             data: Vec::with_capacity(bytes),
             ends: Vec::with_capacity(bytes / 512),
+            fields: Vec::new(),
+            field_ends: Vec::with_capacity(bytes / 512),
         }
     }
 
     /// Appends one record as a line.
     pub fn push(&mut self, record: &[u8]) {
-        self.data.extend_from_slice(record);
+        self.push_record(Record::bytes(record));
+    }
+
+    /// Appends one record as a line, with its fields.
+    pub fn push_record(&mut self, record: Record<'_>) {
+        self.data.extend_from_slice(record.bytes);
         self.data.push(b'\n');
         self.ends.push(self.data.len());
+        self.fields.extend_from_slice(record.fields);
+        self.field_ends.push(self.fields.len());
+    }
+
+    /// Record `i` (without its newline), with its fields.
+    pub fn record(&self, i: usize) -> Record<'_> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        let fields = if i == 0 { 0 } else { self.field_ends[i - 1] };
+        Record {
+            bytes: &self.data[start..self.ends[i] - 1],
+            fields: &self.fields[fields..self.field_ends[i]],
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -55,6 +78,8 @@ impl Lines {
     pub fn clear(&mut self) {
         self.data.clear();
         self.ends.clear();
+        self.fields.clear();
+        self.field_ends.clear();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -314,11 +339,11 @@ impl LineBlocks {
 }
 
 impl RecordSink for LineBlocks {
-    fn record(&mut self, record: &[u8]) -> bool {
+    fn record(&mut self, record: Record<'_>) -> bool {
         if self.current.data.capacity() == 0 {
             self.current = self.next_block();
         }
-        self.current.push(record);
+        self.current.push_record(record);
         if self.current.data.len() < LINES_BLOCK {
             return true;
         }

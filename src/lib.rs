@@ -23,7 +23,8 @@
 //! - [`handler`]: an `SqsEvent` → per-message jobs → `SqsBatchResponse`;
 //!   [`status`]: where a day stands (`ctagg status`).
 //!
-//! Around them: [`layout`] (every key of a day's folder, pure), [`manifest`] (what the
+//! Around them: [`table`] (AWS's CloudTrail table: the Glue tables, the Parquet schema),
+//! [`layout`] (every key of a day's folder, pure), [`manifest`] (what the
 //! manifest and a shard's result hold, and their merge), [`lease`] (one run per day at
 //! a time; the plan's commit taken once), [`ordered`] (futures run concurrently,
 //! yielded in order), [`config`] (environment, validated once), [`error`] (typed errors
@@ -54,6 +55,7 @@ pub mod select;
 pub mod shard;
 pub mod source;
 pub mod status;
+pub mod table;
 pub mod telemetry;
 pub mod trigger;
 pub mod writer;

@@ -17,6 +17,13 @@
 //! whole run. serde_json over slices of the window reads it at 1.5 GB/s, as fast as the
 //! scanner within 10 % (BENCHMARKS.md, "Records: serde_json").
 //!
+//! **Fields, from the same parse.** When a later stage needs a record's fields (Parquet
+//! output, `DAY_BY=event`, `DEDUP`), the element is parsed as a map of keys and
+//! [`RawValue`]s instead of one `RawValue`: the same single pass over its bytes, which
+//! also gives where each top-level key and value is ([`Record::fields`]). Nothing
+//! downstream parses the record again; a value (`userIdentity`) is decoded only by the
+//! stage that needs what is inside it.
+//!
 //! Every element must be an object. An element containing a raw line break (a
 //! pretty-printed source) is re-written compactly — insignificant whitespace removed,
 //! string and number bytes untouched — so that one record is always one line. The
@@ -104,6 +111,9 @@ impl Default for Limits {
 #[derive(Debug, Default)]
 pub struct RecordReader {
     limits: Limits,
+    /// Whether records are handed on with their fields.
+    want_fields: bool,
+    fields: Vec<Field>,
     /// A window of the decoded bytes of a file.
     window: Vec<u8>,
     /// A record being compacted.
@@ -122,13 +132,29 @@ impl RecordReader {
         }
     }
 
-    /// Reads `source` (gzip or plain) and calls `each` with every record, in order.
-    /// `each` returns `false` to stop reading; `Ok(None)` then says the file was not
-    /// read to the end. Returns the number of records on success.
+    /// A reader that hands every record on with its top-level fields.
+    pub fn with_fields(mut self) -> Self {
+        self.want_fields = true;
+        self
+    }
+
+    /// Reads `source` (gzip or plain) and calls `each` with every record's bytes, in
+    /// order. `each` returns `false` to stop reading; `Ok(None)` then says the file was
+    /// not read to the end. Returns the number of records on success.
     pub fn read<'r, R: Read + 'r>(
         &mut self,
         source: R,
         each: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<Option<u64>, RecordsError> {
+        self.read_records(source, &mut |r| each(r.bytes))
+    }
+
+    /// [`RecordReader::read`], handing on [`Record`]s (with their fields if
+    /// [`RecordReader::with_fields`]).
+    pub fn read_records<'r, R: Read + 'r>(
+        &mut self,
+        source: R,
+        each: &mut dyn FnMut(Record<'_>) -> bool,
     ) -> Result<Option<u64>, RecordsError> {
         let (gzip, decoded) = open(source).map_err(RecordsError::Io)?;
         self.window.clear();
@@ -141,7 +167,8 @@ impl RecordReader {
             gzip,
             limits: self.limits,
         };
-        let result = parse(&mut w, &mut self.line, each);
+        let fields = self.want_fields.then_some(&mut self.fields);
+        let result = parse(&mut w, &mut self.line, fields, each);
         // A JSON error in a gzip stream may really be a damaged stream whose garbage
         // decoded before its checksum was reached: the gzip error is the cause. (Read
         // on only within the file limit, and not past a limit already hit.)
@@ -160,6 +187,109 @@ impl RecordReader {
     }
 }
 
+/// Where one top-level field of a record is in the record's bytes: its key (with its
+/// quotes, as in the source) and its value (a JSON value's text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Field {
+    pub key: (u32, u32),
+    pub value: (u32, u32),
+}
+
+/// One record as the records stage hands it on: its bytes (one line of NDJSON, as in
+/// the source) and, when asked for, its top-level fields in source order.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub bytes: &'a [u8],
+    pub fields: &'a [Field],
+}
+
+impl<'a> Record<'a> {
+    /// A record without its fields.
+    pub fn bytes(bytes: &'a [u8]) -> Record<'a> {
+        Record { bytes, fields: &[] }
+    }
+
+    /// The key of `f`, unescaped (borrowed unless it holds an escape).
+    pub fn key(&self, f: &Field) -> std::borrow::Cow<'a, str> {
+        let quoted = &self.bytes[f.key.0 as usize..f.key.1 as usize];
+        let inner = &quoted[1..quoted.len() - 1];
+        match std::str::from_utf8(inner) {
+            Ok(s) if !s.contains('\\') => std::borrow::Cow::Borrowed(s),
+            _ => std::borrow::Cow::Owned(serde_json::from_slice(quoted).unwrap_or_default()),
+        }
+    }
+
+    /// The JSON text of `f`'s value.
+    pub fn value(&self, f: &Field) -> &'a str {
+        let v = &self.bytes[f.value.0 as usize..f.value.1 as usize];
+        // The records stage hands out validated JSON: UTF-8.
+        std::str::from_utf8(v).unwrap_or_default()
+    }
+
+    /// Whether `f`'s key is `name` (as unescaped).
+    pub fn key_is(&self, f: &Field, name: &str) -> bool {
+        let quoted = &self.bytes[f.key.0 as usize..f.key.1 as usize];
+        let inner = &quoted[1..quoted.len() - 1];
+        inner == name.as_bytes() || (inner.contains(&b'\\') && self.key(f) == name)
+    }
+
+    /// The values of the fields whose key is `name`, in source order.
+    pub fn values_of<'n>(&'n self, name: &'n str) -> impl Iterator<Item = &'a str> + 'n {
+        self.fields
+            .iter()
+            .filter(move |f| self.key_is(f, name))
+            .map(move |f| self.value(f))
+    }
+}
+
+/// A record's top-level fields while it is parsed: each key's and value's address and
+/// length in the bytes parsed (turned into [`Field`]s against the record's start).
+struct FieldAddrs(Vec<[usize; 4]>);
+
+impl<'de> serde::Deserialize<'de> for FieldAddrs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FieldAddrs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<FieldAddrs, A::Error> {
+                let mut fields = Vec::with_capacity(32);
+                while let Some(k) = map.next_key::<&'de RawValue>()? {
+                    let v: &'de RawValue = map.next_value()?;
+                    let (k, v) = (k.get(), v.get());
+                    fields.push([k.as_ptr() as usize, k.len(), v.as_ptr() as usize, v.len()]);
+                }
+                Ok(FieldAddrs(fields))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl FieldAddrs {
+    /// The fields against a record starting at `start` (an address).
+    fn spans(&self, start: usize, out: &mut Vec<Field>) {
+        out.clear();
+        out.extend(self.0.iter().map(|[k, kl, v, vl]| Field {
+            key: ((k - start) as u32, (k - start + kl) as u32),
+            value: ((v - start) as u32, (v - start + vl) as u32),
+        }));
+    }
+}
+
+/// The top-level fields of `record` (one JSON object): for a record the records stage
+/// re-wrote (a pretty-printed source, compacted), and for records made elsewhere.
+pub fn fields_of(record: &[u8], out: &mut Vec<Field>) -> Result<(), serde_json::Error> {
+    let addrs: FieldAddrs = serde_json::from_slice(record)?;
+    addrs.spans(record.as_ptr() as usize, out);
+    Ok(())
+}
+
 /// One delivery file to read: its key, its size in the listing, and its body.
 pub struct SourceFile<R> {
     pub key: String,
@@ -171,9 +301,13 @@ pub struct SourceFile<R> {
 pub trait RecordSink {
     /// A file begins: the records until the next `file_start` are its.
     fn file_start(&mut self, _key: &str) {}
+    /// Whether records are to come with their fields ([`Record::fields`]).
+    fn wants_fields(&self) -> bool {
+        false
+    }
     /// One record, without its newline; `false` stops the stage (the next one has gone,
     /// or the sink refused the record and keeps the reason).
-    fn record(&mut self, record: &[u8]) -> bool;
+    fn record(&mut self, record: Record<'_>) -> bool;
     /// A file was read to its end, holding `records` records.
     fn file_done(&mut self, _key: &str, _records: u64) {}
 }
@@ -217,6 +351,9 @@ pub fn read_files<R: Read>(
     sink: &mut impl RecordSink,
 ) -> Result<Option<ReadStats>, FileError> {
     let mut reader = RecordReader::new(limits);
+    if sink.wants_fields() {
+        reader = reader.with_fields();
+    }
     let mut stats = ReadStats::default();
     for file in files {
         sink.file_start(&file.key);
@@ -225,7 +362,7 @@ pub fn read_files<R: Read>(
             count: 0,
             failure: None,
         };
-        let read = reader.read(&mut body, &mut |r| sink.record(r));
+        let read = reader.read_records(&mut body, &mut |r| sink.record(r));
         let records = match (read, body.failure.take()) {
             (Ok(Some(n)), _) => n,
             (Ok(None), _) => return Ok(None),
@@ -497,11 +634,13 @@ macro_rules! next_value {
     }};
 }
 
-/// Parses a whole document from the window, handing every record to `each`.
+/// Parses a whole document from the window, handing every record to `each` (with its
+/// fields, into `fields`, when given).
 fn parse(
     w: &mut Window<'_, '_>,
     line: &mut Vec<u8>,
-    each: &mut dyn FnMut(&[u8]) -> bool,
+    mut fields: Option<&mut Vec<Field>>,
+    each: &mut dyn FnMut(Record<'_>) -> bool,
 ) -> Result<Option<u64>, RecordsError> {
     let syntax = |offset, reason| RecordsError::Syntax { offset, reason };
     match w.peek()? {
@@ -577,8 +716,28 @@ fn parse(
                 }
                 e => e,
             };
-            let (raw, end) = next_value!(w, &RawValue, "a record", invalid).map_err(too_large)?;
-            let bytes = raw.get().as_bytes();
+            match w.peek()? {
+                Some(b'{') => {}
+                Some(b) if fields.is_some() => {
+                    let found = describe_byte(b);
+                    return Err(RecordsError::RecordNotObject { index, found });
+                }
+                _ => {}
+            }
+            let (bytes, end) = match fields.as_deref_mut() {
+                None => {
+                    let (raw, end) =
+                        next_value!(w, &RawValue, "a record", invalid).map_err(too_large)?;
+                    (raw.get().as_bytes(), end)
+                }
+                Some(out) => {
+                    let (addrs, end) =
+                        next_value!(w, FieldAddrs, "a record", invalid).map_err(too_large)?;
+                    let bytes = &w.buf[w.pos..end];
+                    addrs.spans(bytes.as_ptr() as usize, out);
+                    (bytes, end)
+                }
+            };
             let limit = w.limits.record_bytes;
             if bytes.len() as u64 > limit {
                 return Err(RecordsError::RecordTooLarge { index, limit });
@@ -587,13 +746,27 @@ fn parse(
                 let found = describe_byte(bytes[0]);
                 return Err(RecordsError::RecordNotObject { index, found });
             }
+            let no_fields: &[Field] = &[];
             let go_on = if bytes.contains(&b'\n') || bytes.contains(&b'\r') {
                 line.clear();
                 line.extend_from_slice(bytes);
                 minify_in_place(line);
-                each(line)
+                match fields.as_deref_mut() {
+                    Some(out) => {
+                        fields_of(line, out).map_err(|e| RecordsError::InvalidRecord {
+                            index,
+                            reason: reason(&e),
+                        })?;
+                        each(Record {
+                            bytes: line,
+                            fields: out,
+                        })
+                    }
+                    None => each(Record::bytes(line)),
+                }
             } else {
-                each(bytes)
+                let fields = fields.as_deref().map_or(no_fields, |f| f.as_slice());
+                each(Record { bytes, fields })
             };
             w.pos = end;
             index += 1;
@@ -678,6 +851,79 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         out
+    }
+
+    type KeyValues = Vec<(String, String)>;
+
+    /// Every record of `bytes` with its fields read as `(key, value text)`, through the
+    /// reader with fields, and the records through the one without.
+    fn with_fields(bytes: &[u8]) -> Vec<(Vec<u8>, KeyValues)> {
+        let mut out = Vec::new();
+        RecordReader::default()
+            .with_fields()
+            .read_records(bytes, &mut |r| {
+                let fields = r
+                    .fields
+                    .iter()
+                    .map(|f| (r.key(f).into_owned(), r.value(f).to_string()));
+                out.push((r.bytes.to_vec(), fields.collect()));
+                true
+            })
+            .unwrap();
+        assert_eq!(
+            out.iter().map(|(b, _)| b.clone()).collect::<Vec<_>>(),
+            all(bytes).unwrap(),
+            "the same records with fields as without"
+        );
+        out
+    }
+
+    /// The records stage's one parse gives each record's top-level fields, in source
+    /// order, each value as its source text; escaped keys read unescaped; a
+    /// pretty-printed record's fields point into its compacted line.
+    #[test]
+    fn records_come_with_their_fields() {
+        let doc = br#"{"Records":[ {"a":1,"b":{"c":[1,2]},"k\u0065y":"v\u003d"} ,
+            {
+              "eventTime" : "2024-02-12T00:00:00Z",
+              "x" : { "y" : null }
+            }, {}]}"#;
+        let got = with_fields(doc);
+        let fields: Vec<Vec<(String, String)>> = got.iter().map(|(_, f)| f.clone()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                vec![
+                    ("a".into(), "1".into()),
+                    ("b".into(), r#"{"c":[1,2]}"#.into()),
+                    ("key".into(), r#""v\u003d""#.into()),
+                ],
+                vec![
+                    ("eventTime".into(), r#""2024-02-12T00:00:00Z""#.into()),
+                    ("x".into(), r#"{"y":null}"#.into()),
+                ],
+                vec![],
+            ]
+        );
+        // The real fixtures: every field, against serde_json's own reading.
+        for file in [gunzip(COMPACT_GZ), NEW_FIELDS.to_vec(), ALL_NULL.to_vec()] {
+            for (bytes, fields) in with_fields(&file) {
+                let v: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(fields.len(), v.len());
+                for (k, text) in fields {
+                    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v[&k], "{k}");
+                }
+            }
+        }
+        // A record that is not an object is refused as before.
+        let mut r = RecordReader::default().with_fields();
+        let err = r
+            .read_records(&br#"{"Records":[[1]]}"#[..], &mut |_| true)
+            .unwrap_err();
+        assert!(
+            matches!(err, RecordsError::RecordNotObject { index: 0, .. }),
+            "{err:?}"
+        );
     }
 
     fn all(bytes: &[u8]) -> Result<Vec<Vec<u8>>, RecordsError> {
@@ -959,7 +1205,7 @@ mod tests {
         }
         struct Count(u64);
         impl RecordSink for Count {
-            fn record(&mut self, _: &[u8]) -> bool {
+            fn record(&mut self, _: Record<'_>) -> bool {
                 self.0 += 1;
                 true
             }

@@ -32,7 +32,8 @@ use std::fmt;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
-use serde_json::value::RawValue;
+
+use crate::records::Record;
 
 use crate::trigger::Day;
 
@@ -178,25 +179,20 @@ pub enum SelectError {
     TooManyEvents { limit: u64 },
 }
 
-/// The two fields event mode reads, as their JSON text.
-#[derive(Deserialize)]
-struct Fields<'a> {
-    #[serde(rename = "eventTime", borrow, default)]
-    event_time: Option<&'a RawValue>,
-    #[serde(rename = "eventID", borrow, default)]
-    event_id: Option<&'a RawValue>,
+/// A JSON string's value (its text as in the source), or `None` for any other JSON value.
+fn json_string(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Some(std::borrow::Cow::Borrowed(inner)),
+        Some(_) => serde_json::from_str(raw).ok(),
+        None => None,
+    }
 }
 
-/// The field delivery mode with `DEDUP` reads (eventTime is not looked at).
-#[derive(Deserialize)]
-struct IdOnly<'a> {
-    #[serde(rename = "eventID", borrow, default)]
-    event_id: Option<&'a RawValue>,
-}
-
-/// A JSON string's value, or `None` for any other JSON value.
-fn json_string(raw: &RawValue) -> Option<std::borrow::Cow<'_, str>> {
-    serde_json::from_str(raw.get()).ok()
+/// The value of `name` in `record`, and whether the record gives it more than once.
+fn field<'a>(record: &Record<'a>, name: &str) -> (Option<&'a str>, bool) {
+    let mut values = record.values_of(name);
+    let first = values.next();
+    (first, values.next().is_some())
 }
 
 /// Decides record by record; see the module doc.
@@ -272,34 +268,24 @@ impl Selector {
         self.index = 0;
     }
 
-    /// Whether `record` (one element of a file's `Records`, as in the source) is kept.
-    pub fn keep(&mut self, record: &[u8]) -> Result<bool, SelectError> {
+    /// Whether `record` (one element of a file's `Records`, with its fields) is kept.
+    pub fn keep(&mut self, record: &Record<'_>) -> Result<bool, SelectError> {
         let index = self.index;
         self.index += 1;
         self.stats.records_read += 1;
         self.stats.folders[self.folder].records += 1;
-        let fields: Fields = if self.stats.day_by == DayBy::Event {
-            serde_json::from_slice(record).map_err(|e| {
-                let why = e.to_string();
-                if why.contains("eventTime") {
-                    SelectError::EventTime { index, why }
-                } else {
-                    SelectError::Unreadable { index, why }
-                }
-            })?
-        } else {
-            let IdOnly { event_id } =
-                serde_json::from_slice(record).map_err(|e| SelectError::Unreadable {
-                    index,
-                    why: e.to_string(),
-                })?;
-            Fields {
-                event_time: None,
-                event_id,
-            }
-        };
+        let (event_time, time_twice) = field(record, "eventTime");
+        let (event_id, id_twice) = field(record, "eventID");
+        if self.stats.day_by == DayBy::Event && time_twice {
+            let why = "eventTime is given twice".to_string();
+            return Err(SelectError::EventTime { index, why });
+        }
+        if self.stats.dedup == Dedup::EventId && id_twice {
+            let why = "eventID is given twice".to_string();
+            return Err(SelectError::Unreadable { index, why });
+        }
         if self.stats.day_by == DayBy::Event {
-            let event_day = self.event_day(index, fields.event_time)?;
+            let event_day = self.event_day(index, event_time)?;
             if event_day != self.day {
                 self.stats.other_days += 1;
                 // Day E's run reads folders E and E+1.
@@ -317,7 +303,7 @@ impl Selector {
             }
         }
         if self.stats.dedup == Dedup::EventId {
-            match fields.event_id.and_then(json_string) {
+            match event_id.and_then(json_string) {
                 Some(id) => {
                     let hash = twox_hash::XxHash3_128::oneshot(id.as_bytes());
                     if !self.seen.insert(hash) {
@@ -338,10 +324,10 @@ impl Selector {
     }
 
     /// The UTC day of a record's `eventTime`.
-    fn event_day(&self, index: u64, raw: Option<&RawValue>) -> Result<NaiveDate, SelectError> {
+    fn event_day(&self, index: u64, raw: Option<&str>) -> Result<NaiveDate, SelectError> {
         let why = |why: String| SelectError::EventTime { index, why };
         let raw = raw.ok_or_else(|| why("it is missing".into()))?;
-        let text = json_string(raw).ok_or_else(|| why(format!("{} is not a string", raw.get())))?;
+        let text = json_string(raw).ok_or_else(|| why(format!("{raw} is not a string")))?;
         let time = DateTime::parse_from_rfc3339(&text)
             .map_err(|e| why(format!("{:?} is not an RFC 3339 time: {e}", text.as_ref())))?;
         Ok(time.with_timezone(&Utc).date_naive())
@@ -356,6 +342,17 @@ impl Selector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `s.keep` of a record given as bytes (its fields found as the records stage finds
+    /// them).
+    fn keep(s: &mut Selector, bytes: &[u8]) -> Result<bool, SelectError> {
+        let mut fields = Vec::new();
+        crate::records::fields_of(bytes, &mut fields).unwrap();
+        s.keep(&Record {
+            bytes,
+            fields: &fields,
+        })
+    }
 
     fn day() -> Day {
         "2024-02-12".parse().unwrap()
@@ -374,14 +371,14 @@ mod tests {
     fn event_day_keeps_the_events_of_the_day() {
         let mut s = Selector::new(day(), DayBy::Event, Dedup::None, 10);
         s.file_start(D);
-        assert!(!s.keep(&rec("2024-02-11T23:58:00Z", "a")).unwrap());
-        assert!(s.keep(&rec("2024-02-12T00:01:00Z", "b")).unwrap());
-        assert!(s.keep(&rec("2024-02-12T23:59:59Z", "c")).unwrap());
+        assert!(!keep(&mut s, &rec("2024-02-11T23:58:00Z", "a")).unwrap());
+        assert!(keep(&mut s, &rec("2024-02-12T00:01:00Z", "b")).unwrap());
+        assert!(keep(&mut s, &rec("2024-02-12T23:59:59Z", "c")).unwrap());
         s.file_start(D1);
-        assert!(s.keep(&rec("2024-02-12T23:59:59.999Z", "d")).unwrap());
-        assert!(!s.keep(&rec("2024-02-13T00:00:00Z", "e")).unwrap());
+        assert!(keep(&mut s, &rec("2024-02-12T23:59:59.999Z", "d")).unwrap());
+        assert!(!keep(&mut s, &rec("2024-02-13T00:00:00Z", "e")).unwrap());
         // Another offset: 2024-02-13T00:30+01:00 is 2024-02-12T23:30Z.
-        assert!(s.keep(&rec("2024-02-13T00:30:00+01:00", "f")).unwrap());
+        assert!(keep(&mut s, &rec("2024-02-13T00:30:00+01:00", "f")).unwrap());
         let sel = s.finish();
         assert_eq!(sel.records_read, 6);
         assert_eq!(sel.records_written, 4);
@@ -409,7 +406,7 @@ mod tests {
     fn an_event_two_days_late_is_counted_as_in_no_day() {
         let mut s = Selector::new(day(), DayBy::Event, Dedup::None, 10);
         s.file_start(D1);
-        assert!(!s.keep(&rec("2024-02-11T12:00:00Z", "a")).unwrap());
+        assert!(!keep(&mut s, &rec("2024-02-11T12:00:00Z", "a")).unwrap());
         let sel = s.finish();
         assert_eq!((sel.other_days, sel.in_no_day), (1, 1));
     }
@@ -426,8 +423,8 @@ mod tests {
         ] {
             let mut s = Selector::new(day(), DayBy::Event, Dedup::None, 10);
             s.file_start(D);
-            assert!(s.keep(&rec("2024-02-12T00:00:00Z", "x")).unwrap());
-            let e = s.keep(bad.as_bytes()).unwrap_err();
+            assert!(keep(&mut s, &rec("2024-02-12T00:00:00Z", "x")).unwrap());
+            let e = keep(&mut s, bad.as_bytes()).unwrap_err();
             assert!(
                 matches!(e, SelectError::EventTime { index: 1, .. }),
                 "{bad}: {e:?}"
@@ -436,9 +433,7 @@ mod tests {
         }
         // In delivery mode eventTime is not read.
         let mut s = Selector::new(day(), DayBy::Delivery, Dedup::EventId, 10);
-        assert!(s
-            .keep(br#"{"eventTime":"yesterday","eventID":"a"}"#)
-            .unwrap());
+        assert!(keep(&mut s, br#"{"eventTime":"yesterday","eventID":"a"}"#).unwrap());
     }
 
     /// DEDUP keeps the first of each eventID, across files and folders, and every
@@ -447,17 +442,19 @@ mod tests {
     fn dedup_keeps_the_first_of_each_event_id() {
         let mut s = Selector::new(day(), DayBy::Event, Dedup::EventId, 10);
         s.file_start(D);
-        assert!(s.keep(&rec("2024-02-12T01:00:00Z", "a")).unwrap());
-        assert!(!s.keep(&rec("2024-02-12T01:00:00Z", "a")).unwrap());
-        assert!(s.keep(&rec("2024-02-12T01:00:00Z", "b")).unwrap());
+        assert!(keep(&mut s, &rec("2024-02-12T01:00:00Z", "a")).unwrap());
+        assert!(!keep(&mut s, &rec("2024-02-12T01:00:00Z", "a")).unwrap());
+        assert!(keep(&mut s, &rec("2024-02-12T01:00:00Z", "b")).unwrap());
         s.file_start(D1);
-        assert!(!s.keep(&rec("2024-02-12T01:00:00Z", "b")).unwrap());
+        assert!(!keep(&mut s, &rec("2024-02-12T01:00:00Z", "b")).unwrap());
         // Another day's record does not enter the seen set.
-        assert!(!s.keep(&rec("2024-02-13T01:00:00Z", "c")).unwrap());
-        assert!(s.keep(br#"{"eventTime":"2024-02-12T02:00:00Z"}"#).unwrap());
-        assert!(s
-            .keep(br#"{"eventTime":"2024-02-12T02:00:00Z","eventID":7}"#)
-            .unwrap());
+        assert!(!keep(&mut s, &rec("2024-02-13T01:00:00Z", "c")).unwrap());
+        assert!(keep(&mut s, br#"{"eventTime":"2024-02-12T02:00:00Z"}"#).unwrap());
+        assert!(keep(
+            &mut s,
+            br#"{"eventTime":"2024-02-12T02:00:00Z","eventID":7}"#
+        )
+        .unwrap());
         let sel = s.finish();
         assert_eq!(sel.duplicates, 2);
         assert_eq!(sel.without_event_id, 2);
@@ -469,17 +466,17 @@ mod tests {
     #[test]
     fn dedup_compares_event_ids_by_value() {
         let mut s = Selector::new(day(), DayBy::Delivery, Dedup::EventId, 10);
-        assert!(s.keep(br#"{"eventID":"ab"}"#).unwrap());
-        assert!(!s.keep(br#"{"eventID":"a\u0062"}"#).unwrap());
+        assert!(keep(&mut s, br#"{"eventID":"ab"}"#).unwrap());
+        assert!(!keep(&mut s, br#"{"eventID":"a\u0062"}"#).unwrap());
     }
 
     /// Past DEDUP_MAX_EVENTS the run fails, saying how to go on.
     #[test]
     fn dedup_is_bounded() {
         let mut s = Selector::new(day(), DayBy::Delivery, Dedup::EventId, 2);
-        assert!(s.keep(br#"{"eventID":"a"}"#).unwrap());
-        assert!(s.keep(br#"{"eventID":"b"}"#).unwrap());
-        let e = s.keep(br#"{"eventID":"c"}"#).unwrap_err();
+        assert!(keep(&mut s, br#"{"eventID":"a"}"#).unwrap());
+        assert!(keep(&mut s, br#"{"eventID":"b"}"#).unwrap());
+        let e = keep(&mut s, br#"{"eventID":"c"}"#).unwrap_err();
         assert_eq!(e, SelectError::TooManyEvents { limit: 2 });
         assert!(e.to_string().contains("DEDUP_MAX_EVENTS"));
     }

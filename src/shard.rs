@@ -31,7 +31,7 @@ use crate::layout::{DayOutput, Naming};
 use crate::listing::SourceObject;
 use crate::manifest::ChunkEntry;
 use crate::parquet_chunks::ParquetBuilder;
-use crate::records::{self, FileError, ReadStats, RecordSink};
+use crate::records::{self, FileError, ReadStats, Record, RecordSink};
 use crate::select::{SelectError, Selection, Selector};
 use crate::source::{Fetched, Source};
 use crate::trigger::Day;
@@ -108,6 +108,8 @@ impl ShardOutput {
 /// error.
 struct Sink<'a> {
     blocks: chunks::LineBlocks,
+    /// Whether records come with their fields (for selection, or Parquet).
+    fields: bool,
     done: &'a AtomicU64,
     select: Option<Selector>,
     /// The file being read, and why selection stopped the stage in it.
@@ -116,6 +118,10 @@ struct Sink<'a> {
 }
 
 impl RecordSink for Sink<'_> {
+    fn wants_fields(&self) -> bool {
+        self.fields
+    }
+
     fn file_start(&mut self, key: &str) {
         if let Some(s) = &mut self.select {
             self.key.clear();
@@ -124,9 +130,9 @@ impl RecordSink for Sink<'_> {
         }
     }
 
-    fn record(&mut self, record: &[u8]) -> bool {
+    fn record(&mut self, record: Record<'_>) -> bool {
         if let Some(s) = &mut self.select {
-            match s.keep(record) {
+            match s.keep(&record) {
                 Ok(true) => {}
                 Ok(false) => return true,
                 Err(e) => {
@@ -252,6 +258,7 @@ pub async fn run(
 
     let records_stage = {
         let (progress, bucket, limits) = (progress.clone(), cfg.src_bucket.clone(), cfg.limits);
+        let format = cfg.output_format;
         let select = Selector::needed(cfg.day_by, cfg.dedup)
             .then(|| Selector::new(day, cfg.day_by, cfg.dedup, cfg.dedup_max_events));
         tokio::task::spawn_blocking(move || {
@@ -259,6 +266,7 @@ pub async fn run(
                 .flatten()
                 .map(Fetched::into_file);
             let mut sink = Sink {
+                fields: select.is_some() || format == OutputFormat::Parquet,
                 blocks,
                 done: &progress.done,
                 select,

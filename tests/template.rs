@@ -67,18 +67,41 @@ fn every_documented_variable_is_a_template_parameter_with_its_default() {
     }
 }
 
-#[test]
-fn the_parquet_table_has_a_column_per_schema_column() {
+/// The `Columns` of the Glue table `resource`, as (name, type).
+fn glue_columns(resource: &str) -> Vec<(String, String)> {
     let start = TEMPLATE
-        .find("  GlueParquetTable:")
-        .expect("GlueParquetTable");
-    let table = &TEMPLATE[start..];
-    for (name, _) in cloudtrail_aggregator::parquet_chunks::COLUMNS {
-        let column = format!("{{ Name: {}, Type: ", name.to_ascii_lowercase());
-        assert!(
-            table.contains(&column),
-            "no column {name} in GlueParquetTable"
-        );
-    }
-    assert!(table.contains("{ Name: otherfields, Type: string"));
+        .find(&format!("\n  {resource}:\n"))
+        .unwrap_or_else(|| panic!("{resource}"));
+    let table = &TEMPLATE[start + 1..];
+    // Resources are separated by a blank line.
+    let end = table.find("\n\n").unwrap_or(table.len());
+    let columns = &table[table.find("          Columns:").expect("Columns")..end];
+    columns
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- { Name: "))
+        .map(|l| {
+            let (name, rest) = l.split_once(", Type: ").expect("Name, Type");
+            let ty = match rest.strip_prefix('"') {
+                Some(quoted) => quoted.split_once('"').unwrap().0,
+                None => rest.split([',', ' ']).next().unwrap(),
+            };
+            (name.to_string(), ty.to_string())
+        })
+        .collect()
+}
+
+/// Both Glue tables declare AWS's CloudTrail table exactly as `src/table.rs` does (names,
+/// STRUCTs, order), Parquet's with eventtime_ts and otherfields after it.
+#[test]
+fn the_glue_tables_are_the_documented_table() {
+    use cloudtrail_aggregator::table::{table_columns, TableFormat};
+    assert_eq!(
+        glue_columns("GlueTable"),
+        table_columns(TableFormat::Ndjson)
+    );
+    assert_eq!(
+        glue_columns("GlueParquetTable"),
+        table_columns(TableFormat::Parquet)
+    );
+    assert!(TEMPLATE.contains("SerializationLibrary: org.openx.data.jsonserde.JsonSerDe"));
 }

@@ -30,6 +30,27 @@ enum Command {
     /// Say where a day stands: complete, being aggregated (which shards are done, pending
     /// or failed, and why), or not aggregated.
     Status(StatusArgs),
+    /// Print the Athena table over the output (AWS's CloudTrail columns), or the DuckDB
+    /// declaration that reads the NDJSON files with it.
+    Schema(SchemaArgs),
+}
+
+#[derive(Debug, Args)]
+struct SchemaArgs {
+    /// The output's format: ndjson or parquet.
+    #[arg(long, value_name = "FORMAT", default_value = "ndjson")]
+    format: String,
+    /// The table's name.
+    #[arg(long, default_value = "cloudtrail_daily")]
+    table: String,
+    /// Where the day folders are: s3://DST_BUCKET/DST_PREFIX (default: from DST_BUCKET and
+    /// DST_PREFIX when set).
+    #[arg(long, value_name = "S3_URI")]
+    location: Option<String>,
+    /// Print DuckDB's `columns` argument for `read_json` over the NDJSON files instead:
+    /// `SELECT … FROM read_json('…/*.ndjson.gz', columns = <this>)`.
+    #[arg(long)]
+    duckdb: bool,
 }
 
 #[derive(Debug, Args)]
@@ -274,6 +295,27 @@ async fn status(args: StatusArgs) -> Result<()> {
     Ok(())
 }
 
+fn schema(args: SchemaArgs) -> Result<()> {
+    use cloudtrail_aggregator::table::{athena_ddl, duckdb_columns, TableFormat};
+    if args.duckdb {
+        println!("{}", duckdb_columns());
+        return Ok(());
+    }
+    let format = match args.format.trim().to_ascii_lowercase().as_str() {
+        "ndjson" => TableFormat::Ndjson,
+        "parquet" => TableFormat::Parquet,
+        other => bail!("--format {other:?} is not one of ndjson, parquet"),
+    };
+    let location = args.location.unwrap_or_else(|| {
+        let bucket = std::env::var("DST_BUCKET").unwrap_or_else(|_| "DST_BUCKET".into());
+        let prefix = std::env::var("DST_PREFIX")
+            .unwrap_or_else(|_| cloudtrail_aggregator::config::DEFAULT_DST_PREFIX.into());
+        format!("s3://{bucket}/{prefix}")
+    });
+    print!("{}", athena_ddl(format, &args.table, &location));
+    Ok(())
+}
+
 /// The runtime: one thread for the I/O of a day of one shard (the stages' CPU work has
 /// threads of its own); with shards in process, a worker per two of them.
 fn runtime(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
@@ -309,6 +351,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Backfill(args) => run_backfill(args).await,
             Command::Status(args) => status(args).await,
+            Command::Schema(args) => schema(args),
         }
     });
     match result {
