@@ -13,7 +13,7 @@
 //! | `CHUNK_SIZE_BYTES` | NDJSON: largest uncompressed size of one output file | 67108864 (64 MiB) |
 //! | `GZIP_LEVEL` | NDJSON: gzip level of the output, 1 (fast) to 9 (small) | 6 |
 //! | `PARQUET_FILE_BYTES` | Parquet: size at which an output file is closed | 268435456 (256 MiB) |
-//! | `PARQUET_ROW_GROUP_BYTES` | Parquet: encoded size at which a row group is closed | 67108864 (64 MiB) |
+//! | `PARQUET_ROW_GROUP_BYTES` | Parquet: encoded size at which a row group is closed | 33554432 (32 MiB) |
 //! | `MAX_CONCURRENT_GETS` | source objects fetched at once | 128 |
 //! | `MAX_CONCURRENT_LISTS` | ListObjectsV2 walks at once | 16 |
 //! | `MAX_RECORD_BYTES` | largest record accepted (Athena's row limit) | 33554432 (32 MiB) |

@@ -188,11 +188,24 @@ fn json_string(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     }
 }
 
-/// The value of `name` in `record`, and whether the record gives it more than once.
-fn field<'a>(record: &Record<'a>, name: &str) -> (Option<&'a str>, bool) {
-    let mut values = record.values_of(name);
-    let first = values.next();
-    (first, values.next().is_some())
+/// The first value of `eventTime` and of `eventID` in `record` (one pass over its fields),
+/// and whether either is given more than once.
+fn time_and_id<'a>(record: &Record<'a>) -> ([Option<&'a str>; 2], [bool; 2]) {
+    let (mut values, mut twice) = ([None, None], [false, false]);
+    for f in record.fields {
+        let slot = if record.key_is(f, "eventTime") {
+            0
+        } else if record.key_is(f, "eventID") {
+            1
+        } else {
+            continue;
+        };
+        match values[slot] {
+            None => values[slot] = Some(record.value(f)),
+            Some(_) => twice[slot] = true,
+        }
+    }
+    (values, twice)
 }
 
 /// Decides record by record; see the module doc.
@@ -274,8 +287,7 @@ impl Selector {
         self.index += 1;
         self.stats.records_read += 1;
         self.stats.folders[self.folder].records += 1;
-        let (event_time, time_twice) = field(record, "eventTime");
-        let (event_id, id_twice) = field(record, "eventID");
+        let ([event_time, event_id], [time_twice, id_twice]) = time_and_id(record);
         if self.stats.day_by == DayBy::Event && time_twice {
             let why = "eventTime is given twice".to_string();
             return Err(SelectError::EventTime { index, why });

@@ -770,31 +770,41 @@ fn scan_bench(shape: &str, data: &Path) {
         })
         .collect();
     let bytes: usize = plain.iter().map(Vec::len).sum();
-    let mut secs = Vec::new();
-    for _ in 0..5 {
-        let start = thread_cpu();
-        let mut reader = cloudtrail_aggregator::records::RecordReader::default();
-        let mut records = 0u64;
-        for body in &plain {
-            reader
-                .read(&body[..], &mut |rec| {
-                    records += 1;
-                    std::hint::black_box(rec);
-                    true
-                })
-                .expect("valid source");
+    for fields in [false, true] {
+        let mut secs = Vec::new();
+        for _ in 0..5 {
+            let start = thread_cpu();
+            let mut reader = cloudtrail_aggregator::records::RecordReader::default();
+            if fields {
+                reader = reader.with_fields();
+            }
+            let mut records = 0u64;
+            for body in &plain {
+                reader
+                    .read_records(&body[..], &mut |rec| {
+                        records += 1;
+                        std::hint::black_box(rec);
+                        true
+                    })
+                    .expect("valid source");
+            }
+            secs.push(thread_cpu() - start);
+            assert_eq!(records, meta.records, "record count");
         }
-        secs.push(thread_cpu() - start);
-        assert_eq!(records, meta.records, "record count");
+        let s = median(secs);
+        let how = if fields {
+            "records with their fields"
+        } else {
+            "records"
+        };
+        println!(
+            "| {shape} | {how} | {} | {} | {:.0} | {s:.3} | {:.0} |",
+            meta.files,
+            meta.records,
+            bytes as f64 / 1e6,
+            bytes as f64 / 1e6 / s
+        );
     }
-    let s = median(secs);
-    println!(
-        "| {shape} | {} | {} | {:.0} | {s:.3} | {:.0} |",
-        meta.files,
-        meta.records,
-        bytes as f64 / 1e6,
-        bytes as f64 / 1e6 / s
-    );
 }
 
 /// The floor: gunzip every source object and gzip (level 6) the resulting bytes, on
@@ -954,8 +964,10 @@ fn main() {
             return;
         }
         Some("scan") => {
-            println!("| shape | files | records | source JSON MB | CPU s (median of 5) | MB/s |");
-            println!("|---|---|---|---|---|---|");
+            println!(
+                "| shape | what | files | records | source JSON MB | CPU s (median of 5) | MB/s |"
+            );
+            println!("|---|---|---|---|---|---|---|");
             for shape in arg(&args, "--shapes")
                 .unwrap_or_else(|| "big".into())
                 .split(',')
