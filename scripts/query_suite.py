@@ -90,6 +90,13 @@ def run(con, sql):
     return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
+def without_limit(sql):
+    """`sql` without a final `LIMIT n`: a LIMIT under an ORDER BY with ties (the AWS examples
+    have them) may keep different rows of the same answer, on Athena as here, so the
+    formats' answers are compared whole."""
+    return re.sub(r"\s+LIMIT\s+\d+\s*;?\s*$", "", sql.strip(), flags=re.IGNORECASE)
+
+
 def multiset(rows, columns):
     return sorted(json.dumps({c: normal(r[c]) for c in columns}, sort_keys=True, default=str) for r in rows)
 
@@ -131,6 +138,11 @@ def main():
             print(f"FAIL {name}: {e}")
             continue
         diff = compare(name, rows["ndjson"], rows["parquet"])
+        if diff and without_limit(sql) != sql.strip():
+            whole = {t: run(con, without_limit(sql)) for t, con in cons.items()}
+            diff = compare(name, whole["ndjson"], whole["parquet"])
+            if not diff and len(rows["ndjson"]) != len(rows["parquet"]):
+                diff = f"{len(rows['ndjson'])} rows on NDJSON, {len(rows['parquet'])} on Parquet"
         if diff:
             failed.append(f"{name}: {diff}")
             print(f"FAIL {name}: {diff}")
