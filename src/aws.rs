@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::config::interceptors::{
-    BeforeTransmitInterceptorContextMut, FinalizerInterceptorContextRef,
+    BeforeTransmitInterceptorContextMut, BeforeTransmitInterceptorContextRef,
+    FinalizerInterceptorContextRef,
 };
 use aws_sdk_s3::config::retry::{RetryPartition, TokenBucket};
 use aws_sdk_s3::config::ProvideCredentials;
@@ -16,6 +18,7 @@ use aws_sdk_s3::config::{ConfigBag, Intercept, RequestChecksumCalculation, Runti
 use aws_sdk_s3::error::BoxError;
 use aws_sdk_s3::Client;
 use aws_smithy_runtime_api::client::retries::RequestAttempts;
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use tracing::info;
 
 use crate::config::Config;
@@ -38,13 +41,25 @@ pub const S3_INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 /// The longest backoff between two attempts.
 pub const S3_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Where the SDK's default chain looks for credentials, in its order, one per line.
+pub const CREDENTIAL_SOURCES: &str = "\
+  1. environment: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)
+  2. profile: AWS_PROFILE (else \"default\") in ~/.aws/config and ~/.aws/credentials, SSO included
+  3. web identity: AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN
+  4. container: AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or AWS_CONTAINER_CREDENTIALS_FULL_URI
+  5. EC2 instance metadata (IMDS): no instance role there";
+
 /// Why the SDK configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("no AWS region configured (set AWS_REGION, or a region in the AWS profile)")]
     NoRegion,
-    #[error("no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; run `aws sso login` for an SSO profile): {0}")]
-    NoCredentials(String),
+    /// No provider of the chain had credentials (the SDK's own error is logged at debug).
+    #[error("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (`aws sso login` first for an SSO profile). Tried, in order:\n{CREDENTIAL_SOURCES}")]
+    NoCredentials,
+    /// A provider that applies failed (a profile that is wrong, an SSO session expired).
+    #[error("the AWS credentials could not be loaded: {0}")]
+    Credentials(String),
 }
 
 /// The endpoint override, if set: `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`.
@@ -88,13 +103,22 @@ pub async fn check(sdk: &SdkConfig) -> Result<(), SetupError> {
         return Err(SetupError::NoRegion);
     }
     let Some(provider) = sdk.credentials_provider() else {
-        return Err(SetupError::NoCredentials("no credentials provider".into()));
+        return Err(SetupError::NoCredentials);
     };
-    provider
-        .provide_credentials()
-        .await
-        .map(|_| ())
-        .map_err(|e| SetupError::NoCredentials(error_chain(&e)))
+    let Err(e) = provider.provide_credentials().await else {
+        return Ok(());
+    };
+    let detail = error_chain(&e);
+    tracing::debug!(error = %detail, "no provider of the credentials chain gave credentials");
+    // The instance metadata endpoint is tried last; on a machine that is not an EC2
+    // instance, what it answers (403, a refused connection, a timeout) only means that
+    // there are no credentials.
+    let from_imds = detail.contains("IMDS") || detail.contains("169.254.169.254");
+    if matches!(e, CredentialsError::CredentialsNotLoaded(_)) || from_imds {
+        Err(SetupError::NoCredentials)
+    } else {
+        Err(SetupError::Credentials(detail))
+    }
 }
 
 /// Says at info when an S3 request attempt got no answer (a refused or lost
@@ -121,15 +145,36 @@ impl Intercept for RetryNotice {
             return Ok(());
         }
         let attempt = cfg.load::<RequestAttempts>().map_or(1, |a| a.attempts());
-        if attempt < S3_MAX_ATTEMPTS {
-            let uri = context
-                .request()
-                .map(|r| r.uri().to_string())
-                .unwrap_or_default();
-            info!(attempt, max_attempts = S3_MAX_ATTEMPTS, uri = %uri, error = %error_chain(e), "S3 request got no answer; the SDK retries it");
+        let max_attempts = cfg
+            .load::<RetryConfig>()
+            .map_or(S3_MAX_ATTEMPTS, |r| r.max_attempts());
+        if attempt < max_attempts {
+            let uri = cfg.load::<AttemptUri>().map_or("", |u| u.0.as_str());
+            info!(attempt, max_attempts, uri = %uri, error = %error_chain(e), "S3 request got no answer; the SDK retries it");
         }
         Ok(())
     }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // The request is handed to the HTTP client and gone by the time the attempt
+        // fails: keep its address for the notice.
+        let uri = context.request().uri().to_string();
+        cfg.interceptor_state().store_put(AttemptUri(uri));
+        Ok(())
+    }
+}
+
+/// The address of the attempt under way, for [`RetryNotice`].
+#[derive(Debug, Clone)]
+struct AttemptUri(String);
+
+impl Storable for AttemptUri {
+    type Storer = StoreReplace<AttemptUri>;
 }
 
 /// Sends `x-amz-expected-bucket-owner` on every S3 request, so that a bucket owned by

@@ -54,6 +54,33 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// Every configuration variable that is missing or malformed, so that a deployment is
+/// put right in one go rather than one variable per try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            all => {
+                write!(
+                    f,
+                    "configuration: {} variables are missing or malformed: ",
+                    all.len()
+                )?;
+                for (i, e) in all.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { "; " };
+                    write!(f, "{sep}{}: {}", e.var, e.reason)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
 fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError {
         var,
@@ -73,16 +100,6 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
-    pub const ALL: [OutputFormat; 2] = [OutputFormat::Ndjson, OutputFormat::Parquet];
-
-    /// The name `OUTPUT_FORMAT` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            OutputFormat::Ndjson => "ndjson",
-            OutputFormat::Parquet => "parquet",
-        }
-    }
-
     /// What a chunk's object name ends in.
     pub fn suffix(self) -> &'static str {
         match self {
@@ -102,23 +119,64 @@ impl OutputFormat {
     }
 }
 
-impl std::str::FromStr for OutputFormat {
-    type Err = String;
+/// A setting that takes one of a few names (`OUTPUT_FORMAT`, `DAY_BY`, `DEDUP`): its
+/// values are listed once, in [`Setting::ALL`], and parsed, printed and named in errors
+/// through that list ([`setting_str!`] gives the `FromStr` and `Display`).
+pub trait Setting: Copy + Sized + 'static {
+    /// Every value, the default first.
+    const ALL: &'static [Self];
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
+    /// The name the variable takes.
+    fn name(self) -> &'static str;
+
+    /// The names, for errors and `--help`.
+    fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|v| v.name()).collect()
+    }
+
+    /// The value named `s` (any case, surrounding blanks ignored).
+    fn parse_name(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        OutputFormat::ALL
-            .into_iter()
-            .find(|f| f.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("{s:?} is not one of ndjson, parquet"))
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|v| v.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("{s:?} is not one of {}", Self::names().join(", ")))
     }
 }
 
-impl std::fmt::Display for OutputFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+/// `FromStr` and `Display` of a [`Setting`], through its names.
+#[macro_export]
+macro_rules! setting_str {
+    ($t:ty) => {
+        impl ::std::str::FromStr for $t {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                <$t as $crate::config::Setting>::parse_name(s)
+            }
+        }
+
+        impl ::std::fmt::Display for $t {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str($crate::config::Setting::name(*self))
+            }
+        }
+    };
+}
+
+impl Setting for OutputFormat {
+    const ALL: &'static [Self] = &[OutputFormat::Ndjson, OutputFormat::Parquet];
+
+    fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Ndjson => "ndjson",
+            OutputFormat::Parquet => "parquet",
+        }
     }
 }
+
+setting_str!(OutputFormat);
 
 /// Validated settings of one deployment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,25 +211,30 @@ pub struct Config {
 
 impl Config {
     /// Reads the process environment.
-    pub fn from_env() -> Result<Config, ConfigError> {
+    pub fn from_env() -> Result<Config, ConfigErrors> {
         Config::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Reads from a map (tests, or the CLI's flags laid over the environment).
-    pub fn from_map(map: &HashMap<String, String>) -> Result<Config, ConfigError> {
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Config, ConfigErrors> {
         Config::from_lookup(|name| map.get(name).cloned())
     }
 
-    /// Reads each variable through `get`.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let src_bucket = bucket("SRC_BUCKET", get("SRC_BUCKET"))?;
-        let dst_bucket = bucket("DST_BUCKET", get("DST_BUCKET"))?;
-        let src_prefix = prefix("SRC_PREFIX", get("SRC_PREFIX"), DEFAULT_SRC_PREFIX)?;
-        let dst_prefix = prefix("DST_PREFIX", get("DST_PREFIX"), DEFAULT_DST_PREFIX)?;
-        if src_bucket == dst_bucket
+    /// Reads each variable through `get`; every missing or malformed one is reported.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let mut v = Vars {
+            get,
+            errors: Vec::new(),
+        };
+        let src_bucket = v.bucket("SRC_BUCKET");
+        let dst_bucket = v.bucket("DST_BUCKET");
+        let src_prefix = v.prefix("SRC_PREFIX", DEFAULT_SRC_PREFIX);
+        let dst_prefix = v.prefix("DST_PREFIX", DEFAULT_DST_PREFIX);
+        if v.errors.is_empty()
+            && src_bucket == dst_bucket
             && (dst_prefix.starts_with(&src_prefix) || src_prefix.starts_with(&dst_prefix))
         {
-            return Err(err(
+            v.errors.push(err(
                 "DST_PREFIX",
                 format!(
                     "s3://{dst_bucket}/{dst_prefix} overlaps the source s3://{src_bucket}/{src_prefix}; \
@@ -179,150 +242,147 @@ impl Config {
                 ),
             ));
         }
-        let output_format = match get("OUTPUT_FORMAT") {
-            Some(v) if !v.trim().is_empty() => v.parse().map_err(|e| err("OUTPUT_FORMAT", e))?,
-            _ => OutputFormat::default(),
-        };
-        let day_by = match get("DAY_BY") {
-            Some(v) if !v.trim().is_empty() => v.parse().map_err(|e| err("DAY_BY", e))?,
-            _ => DayBy::default(),
-        };
-        let dedup = match get("DEDUP") {
-            Some(v) if !v.trim().is_empty() => v.parse().map_err(|e| err("DEDUP", e))?,
-            _ => Dedup::default(),
-        };
-        let dedup_max_events = number(
-            "DEDUP_MAX_EVENTS",
-            get("DEDUP_MAX_EVENTS"),
-            DEFAULT_DEDUP_MAX_EVENTS,
-            1,
-            u64::MAX / 64,
-        )?;
-        let parquet_file_bytes = number(
-            "PARQUET_FILE_BYTES",
-            get("PARQUET_FILE_BYTES"),
-            DEFAULT_PARQUET_FILE_BYTES,
-            1024 * 1024,
-            MAX_CHUNK_SIZE_BYTES,
-        )?;
-        let parquet_row_group_bytes = number(
-            "PARQUET_ROW_GROUP_BYTES",
-            get("PARQUET_ROW_GROUP_BYTES"),
-            DEFAULT_PARQUET_ROW_GROUP_BYTES,
-            64 * 1024,
-            1024 * 1024 * 1024,
-        )?;
-        let chunk_size_bytes = number(
-            "CHUNK_SIZE_BYTES",
-            get("CHUNK_SIZE_BYTES"),
-            DEFAULT_CHUNK_SIZE_BYTES,
-            1,
-            MAX_CHUNK_SIZE_BYTES,
-        )?;
-        let gzip_level = number(
-            "GZIP_LEVEL",
-            get("GZIP_LEVEL"),
-            DEFAULT_GZIP_LEVEL as u64,
-            1,
-            9,
-        )? as u32;
-        let max_concurrent_gets = number(
-            "MAX_CONCURRENT_GETS",
-            get("MAX_CONCURRENT_GETS"),
-            DEFAULT_MAX_CONCURRENT_GETS as u64,
-            1,
-            1024,
-        )? as usize;
-        let max_concurrent_lists = number(
-            "MAX_CONCURRENT_LISTS",
-            get("MAX_CONCURRENT_LISTS"),
-            DEFAULT_MAX_CONCURRENT_LISTS as u64,
-            1,
-            256,
-        )? as usize;
-        let limits = Limits {
-            record_bytes: number(
-                "MAX_RECORD_BYTES",
-                get("MAX_RECORD_BYTES"),
-                DEFAULT_MAX_RECORD_BYTES,
-                1024,
-                u64::MAX / 4,
-            )?,
-            file_bytes: number(
-                "MAX_FILE_BYTES",
-                get("MAX_FILE_BYTES"),
-                DEFAULT_MAX_FILE_BYTES,
-                1024,
-                u64::MAX / 4,
-            )?,
-        };
-        let shard_limits = ShardLimits {
-            max_files: number(
-                "SHARD_MAX_FILES",
-                get("SHARD_MAX_FILES"),
-                DEFAULT_SHARD_MAX_FILES,
+        let config = Config {
+            output_format: v.setting("OUTPUT_FORMAT"),
+            day_by: v.setting("DAY_BY"),
+            dedup: v.setting("DEDUP"),
+            dedup_max_events: v.number(
+                "DEDUP_MAX_EVENTS",
+                DEFAULT_DEDUP_MAX_EVENTS,
                 1,
-                u64::MAX / 4,
-            )?,
-            max_bytes: number(
-                "SHARD_MAX_BYTES",
-                get("SHARD_MAX_BYTES"),
-                DEFAULT_SHARD_MAX_BYTES,
+                u64::MAX / 64,
+            ),
+            parquet_file_bytes: v.number(
+                "PARQUET_FILE_BYTES",
+                DEFAULT_PARQUET_FILE_BYTES,
+                1024 * 1024,
+                MAX_CHUNK_SIZE_BYTES,
+            ),
+            parquet_row_group_bytes: v.number(
+                "PARQUET_ROW_GROUP_BYTES",
+                DEFAULT_PARQUET_ROW_GROUP_BYTES,
+                64 * 1024,
+                1024 * 1024 * 1024,
+            ),
+            chunk_size_bytes: v.number(
+                "CHUNK_SIZE_BYTES",
+                DEFAULT_CHUNK_SIZE_BYTES,
                 1,
-                u64::MAX / 4,
-            )?,
-        };
-        let shard_queue_url = get("SHARD_QUEUE_URL")
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty());
-        // Read by `telemetry` when the subscriber is installed; checked here so that a
-        // misspelt level is a configuration error, not a silent default.
-        if let Some(s) = get("LOG_LEVEL").filter(|s| !s.trim().is_empty()) {
-            if level_name(&s).is_none() {
-                return Err(err(
-                    "LOG_LEVEL",
-                    format!("{s:?} is not one of trace, debug, info, warn, error"),
-                ));
-            }
-        }
-        let metrics_namespace = match get("METRICS_NAMESPACE") {
-            Some(v) if !v.trim().is_empty() => v.trim().to_string(),
-            _ => DEFAULT_METRICS_NAMESPACE.to_string(),
-        };
-        let expected_bucket_owner = match get("EXPECTED_BUCKET_OWNER") {
-            Some(v) if !v.trim().is_empty() => {
-                let v = v.trim().to_string();
-                if !is_account_id(&v) {
-                    return Err(err(
-                        "EXPECTED_BUCKET_OWNER",
-                        format!("{v:?} is not a 12-digit account id"),
-                    ));
-                }
-                Some(v)
-            }
-            _ => None,
-        };
-        Ok(Config {
+                MAX_CHUNK_SIZE_BYTES,
+            ),
+            gzip_level: v.number("GZIP_LEVEL", DEFAULT_GZIP_LEVEL as u64, 1, 9) as u32,
+            max_concurrent_gets: v.number(
+                "MAX_CONCURRENT_GETS",
+                DEFAULT_MAX_CONCURRENT_GETS as u64,
+                1,
+                1024,
+            ) as usize,
+            max_concurrent_lists: v.number(
+                "MAX_CONCURRENT_LISTS",
+                DEFAULT_MAX_CONCURRENT_LISTS as u64,
+                1,
+                256,
+            ) as usize,
+            limits: Limits {
+                record_bytes: v.number(
+                    "MAX_RECORD_BYTES",
+                    DEFAULT_MAX_RECORD_BYTES,
+                    1024,
+                    u64::MAX / 4,
+                ),
+                file_bytes: v.number("MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES, 1024, u64::MAX / 4),
+            },
+            shard_limits: ShardLimits {
+                max_files: v.number("SHARD_MAX_FILES", DEFAULT_SHARD_MAX_FILES, 1, u64::MAX / 4),
+                max_bytes: v.number("SHARD_MAX_BYTES", DEFAULT_SHARD_MAX_BYTES, 1, u64::MAX / 4),
+            },
+            shard_queue_url: v.text("SHARD_QUEUE_URL"),
+            metrics_namespace: v
+                .text("METRICS_NAMESPACE")
+                .unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.to_string()),
+            expected_bucket_owner: v.account_id("EXPECTED_BUCKET_OWNER"),
             src_bucket,
             src_prefix,
             dst_bucket,
             dst_prefix,
-            output_format,
-            day_by,
-            dedup,
-            dedup_max_events,
-            chunk_size_bytes,
-            gzip_level,
-            parquet_file_bytes,
-            parquet_row_group_bytes,
-            max_concurrent_gets,
-            max_concurrent_lists,
-            limits,
-            shard_limits,
-            shard_queue_url,
-            metrics_namespace,
-            expected_bucket_owner,
+        };
+        v.log_level("LOG_LEVEL");
+        if v.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(v.errors))
+        }
+    }
+}
+
+/// The variables, read through `get`, each named once; a bad one is remembered (and a
+/// stand-in returned) so that all of them are reported together.
+struct Vars<G> {
+    get: G,
+    errors: Vec<ConfigError>,
+}
+
+impl<G: Fn(&str) -> Option<String>> Vars<G> {
+    fn take<T>(&mut self, r: Result<T, ConfigError>, stand_in: T) -> T {
+        r.unwrap_or_else(|e| {
+            self.errors.push(e);
+            stand_in
         })
+    }
+
+    /// The trimmed value, `None` when unset or blank.
+    fn text(&self, var: &str) -> Option<String> {
+        (self.get)(var)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn bucket(&mut self, var: &'static str) -> String {
+        let r = bucket(var, (self.get)(var));
+        self.take(r, String::new())
+    }
+
+    fn prefix(&mut self, var: &'static str, default: &str) -> String {
+        let r = prefix(var, (self.get)(var), default);
+        self.take(r, default.to_string())
+    }
+
+    fn number(&mut self, var: &'static str, default: u64, min: u64, max: u64) -> u64 {
+        let r = number(var, (self.get)(var), default, min, max);
+        self.take(r, default)
+    }
+
+    fn setting<T: Setting + Default>(&mut self, var: &'static str) -> T {
+        match self.text(var) {
+            Some(v) => {
+                let r = T::parse_name(&v).map_err(|e| err(var, e));
+                self.take(r, T::default())
+            }
+            None => T::default(),
+        }
+    }
+
+    fn account_id(&mut self, var: &'static str) -> Option<String> {
+        let v = self.text(var)?;
+        let r = if is_account_id(&v) {
+            Ok(Some(v))
+        } else {
+            Err(err(var, format!("{v:?} is not a 12-digit account id")))
+        };
+        self.take(r, None)
+    }
+
+    /// Read by `telemetry` when the subscriber is installed; checked here so that a
+    /// misspelt level is a configuration error, not a silent default.
+    fn log_level(&mut self, var: &'static str) {
+        if let Some(s) = self.text(var) {
+            if level_name(&s).is_none() {
+                self.errors.push(err(
+                    var,
+                    format!("{s:?} is not one of trace, debug, info, warn, error"),
+                ));
+            }
+        }
     }
 }
 
@@ -426,7 +486,7 @@ fn number(
 mod tests {
     use super::*;
 
-    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
         let map: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -517,6 +577,25 @@ mod tests {
         }
     }
 
+    /// Every bad variable is reported, in the table's order, not only the first.
+    #[test]
+    fn every_bad_variable_at_once() {
+        let e = cfg(&[("DAY_BY", "events"), ("GZIP_LEVEL", "0")]).unwrap_err();
+        let vars: Vec<&str> = e.0.iter().map(|e| e.var).collect();
+        assert_eq!(vars, ["SRC_BUCKET", "DST_BUCKET", "DAY_BY", "GZIP_LEVEL"]);
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "configuration: 4 variables are missing or malformed: SRC_BUCKET: is required"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("; DAY_BY: \"events\" is not one of delivery, event;"),
+            "{text}"
+        );
+    }
+
     /// The output may not be written inside the source tree of the same bucket.
     #[test]
     fn overlapping_output_refused() {
@@ -527,7 +606,8 @@ mod tests {
             ("DST_PREFIX", "AWSLogs/daily/"),
         ])
         .unwrap_err();
-        assert_eq!(e.var, "DST_PREFIX");
+        assert_eq!(e.0.len(), 1);
+        assert_eq!(e.0[0].var, "DST_PREFIX");
         let ok = cfg(&[
             ("SRC_BUCKET", "logs"),
             ("DST_BUCKET", "logs"),

@@ -7,14 +7,14 @@ use std::io;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::http::Response;
 
-use crate::config::ConfigError;
+use crate::config::ConfigErrors;
 use crate::records::RecordsError;
 
 /// An error of one day's aggregation.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] ConfigErrors),
 
     /// An S3 call failed. `detail` is S3's error code and message, or the cause chain
     /// of a request that got no answer.

@@ -21,7 +21,7 @@
 //! is 12 hex digits of a hash of the planning run's id (unique per run). Chunk names
 //! sort in record order: shard by shard, chunk by chunk.
 
-use crate::config::OutputFormat;
+use crate::config::{OutputFormat, Setting};
 use crate::trigger::Day;
 
 pub const MANIFEST_NAME: &str = "_manifest.json";
@@ -101,7 +101,8 @@ impl DayOutput<'_> {
 /// `0123456789ab-00003-000000.parquet`); `None` for any other name.
 pub fn chunk_format(name: &str) -> Option<OutputFormat> {
     let (stem, format) = OutputFormat::ALL
-        .into_iter()
+        .iter()
+        .copied()
         .find_map(|f| Some((name.strip_suffix(f.suffix())?, f)))?;
     let digits = |s: &str, min: usize| s.len() >= min && s.bytes().all(|b| b.is_ascii_digit());
     let ok = match stem.split('-').collect::<Vec<_>>().as_slice() {

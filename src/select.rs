@@ -28,11 +28,11 @@
 //! Order is never changed: a record is kept or not, in the order it was read.
 
 use std::collections::HashSet;
-use std::fmt;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 
+use crate::config::Setting;
 use crate::records::Record;
 
 use crate::trigger::Day;
@@ -62,8 +62,10 @@ pub enum Dedup {
     EventId,
 }
 
-impl DayBy {
-    pub fn name(self) -> &'static str {
+impl Setting for DayBy {
+    const ALL: &'static [Self] = &[DayBy::Delivery, DayBy::Event];
+
+    fn name(self) -> &'static str {
         match self {
             DayBy::Delivery => "delivery",
             DayBy::Event => "event",
@@ -71,8 +73,10 @@ impl DayBy {
     }
 }
 
-impl Dedup {
-    pub fn name(self) -> &'static str {
+impl Setting for Dedup {
+    const ALL: &'static [Self] = &[Dedup::None, Dedup::EventId];
+
+    fn name(self) -> &'static str {
         match self {
             Dedup::None => "none",
             Dedup::EventId => "eventid",
@@ -80,39 +84,8 @@ impl Dedup {
     }
 }
 
-impl std::str::FromStr for DayBy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [DayBy::Delivery, DayBy::Event]
-            .into_iter()
-            .find(|d| d.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("{:?} is not one of delivery, event", s.trim()))
-    }
-}
-
-impl std::str::FromStr for Dedup {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Dedup::None, Dedup::EventId]
-            .into_iter()
-            .find(|d| d.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("{:?} is not one of none, eventid", s.trim()))
-    }
-}
-
-impl fmt::Display for DayBy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl fmt::Display for Dedup {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+crate::setting_str!(DayBy);
+crate::setting_str!(Dedup);
 
 /// The delivery folders a day reads: D, and with `DAY_BY=event` also D+1.
 pub fn folders_read(day: Day, day_by: DayBy) -> Vec<Day> {

@@ -5,6 +5,11 @@
 //! from `AWS_LAMBDA_LOG_LEVEL` (Lambda's advanced logging controls), otherwise from
 //! `RUST_LOG` as a full filter directive; the default is `info`. With
 //! `AWS_LAMBDA_LOG_FORMAT=JSON` every line is a JSON object.
+//!
+//! The SDK's search for a region and credentials is quiet below `debug`: on a machine
+//! that is not an EC2 instance the instance metadata endpoint answers 403, refuses or
+//! times out, and the SDK warns about it at length before our own error says what is
+//! missing ([`crate::aws::check`]). `RUST_LOG` is taken as written.
 
 use std::io::IsTerminal;
 
@@ -29,15 +34,24 @@ pub fn filter_from_env() -> EnvFilter {
         } else {
             "info"
         };
+        let quiet = if level == "debug" || level == "trace" {
+            String::new()
+        } else {
+            format!(",{QUIET_UNLESS_DEBUG}")
+        };
         return EnvFilter::new(format!(
-            "{deps},cloudtrail_aggregator={level},ctagg={level},cloudtrail_aggregator_bin={level}"
+            "{deps},cloudtrail_aggregator={level},ctagg={level},cloudtrail_aggregator_bin={level}{quiet}"
         ));
     }
     match std::env::var("RUST_LOG") {
         Ok(directive) if !directive.trim().is_empty() => EnvFilter::new(directive),
-        _ => EnvFilter::new("info"),
+        _ => EnvFilter::new(format!("info,{QUIET_UNLESS_DEBUG}")),
     }
 }
+
+/// The SDK's region and credential providers: the instance metadata client and the
+/// credentials chain, whose failures [`crate::aws::check`] reports in a sentence.
+const QUIET_UNLESS_DEBUG: &str = "aws_config::imds=off,aws_config::meta::credentials=off";
 
 /// True when Lambda asks for JSON log lines.
 pub fn json_format() -> bool {

@@ -146,7 +146,7 @@ async fn run_one_day_and_a_range() {
     let out = ctagg(&endpoint, &["run", "2024-02-12"], &[("DAY_BY", "events")]).await;
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("DAY_BY: \"events\" is not one of delivery, event"),
+        text(&out.stderr).contains("DAY_BY (--day-by): \"events\" is not one of delivery, event"),
         "{}",
         text(&out.stderr)
     );
@@ -158,7 +158,8 @@ async fn run_one_day_and_a_range() {
     .await;
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("OUTPUT_FORMAT: \"orc\" is not one of ndjson, parquet"),
+        text(&out.stderr)
+            .contains("OUTPUT_FORMAT (--format): \"orc\" is not one of ndjson, parquet"),
         "{}",
         text(&out.stderr)
     );
@@ -200,7 +201,7 @@ async fn refuses_bad_configuration_and_dates() {
         (
             vec!["run", "2024-02-12"],
             vec![("SRC_BUCKET", "")],
-            "SRC_BUCKET: is required",
+            "SRC_BUCKET (--src-bucket): is required",
         ),
         (
             vec!["run", "2024-02-12"],
@@ -222,6 +223,11 @@ async fn refuses_bad_configuration_and_dates() {
             vec!["run", "--from", "2024-02-12", "--to", "2024-02-01"],
             vec![],
             "is after --to",
+        ),
+        (
+            vec!["run", "2024-02-12"],
+            vec![("DAY_BY", "events")],
+            "DAY_BY (--day-by): \"events\" is not one of delivery, event",
         ),
     ];
     for (args, env, want) in cases {
@@ -391,6 +397,9 @@ async fn a_refused_endpoint_is_said_plainly() {
         stderr.contains("S3 request got no answer; the SDK retries it"),
         "{stderr}"
     );
+    // The retry settings in force (AWS_MAX_ATTEMPTS), and the address tried.
+    assert!(stderr.contains("max_attempts=2"), "{stderr}");
+    assert!(stderr.contains(&format!("uri={refused}/")), "{stderr}");
     let error: Vec<&str> = stderr
         .lines()
         .skip_while(|l| !l.starts_with("error: "))
@@ -417,44 +426,228 @@ async fn a_refused_endpoint_is_said_plainly() {
     );
 }
 
-/// No region, or no credentials, is said as such before any request.
-#[tokio::test]
+/// A metadata endpoint that answers every request `403 Forbidden`, as many networks
+/// do for 169.254.169.254; its address.
+async fn forbidding_metadata_endpoint() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {
+                    let answer = "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n";
+                    if conn.write_all(answer.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// No region, or no credentials, is said as such before any request, and nothing of
+/// the SDK's search (no IMDS warning, no `Debug` dump) comes before it — whether the
+/// metadata endpoint answers 403 or refuses the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_region_or_credentials_is_said_as_such() {
     let home = tempfile::tempdir().unwrap();
-    let run = |env: Vec<(&'static str, String)>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ctagg"));
-        cmd.args(["run", "2024-02-12"])
-            .env_clear()
-            .env("HOME", home.path())
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-            .env("SRC_BUCKET", SRC)
-            .env("DST_BUCKET", DST)
-            .envs(env);
-        async move { cmd.output().await.unwrap() }
+    let refusing = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
     };
-    let out = run(vec![
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
-    ])
+    for imds in [forbidding_metadata_endpoint().await, refusing] {
+        let run = |env: Vec<(&'static str, String)>| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_ctagg"));
+            cmd.args(["run", "2024-02-12"])
+                .env_clear()
+                .env("HOME", home.path())
+                .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds)
+                .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+                .env("SRC_BUCKET", SRC)
+                .env("DST_BUCKET", DST)
+                .envs(env);
+            async move { cmd.output().await.unwrap() }
+        };
+        let quiet = |stderr: &str| {
+            for noise in ["WARN", "IMDS", "FailedToLoadToken", "{", "Error {"] {
+                assert!(!stderr.contains(noise), "{imds}: {noise:?} in {stderr}");
+            }
+            assert!(stderr.lines().all(|l| l.len() < 200), "{imds}: {stderr}");
+        };
+        let out = run(vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+        ])
+        .await;
+        assert!(!out.status.success());
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.starts_with("error: no AWS region configured (set AWS_REGION"),
+            "{imds}: {stderr}"
+        );
+        quiet(&stderr);
+        let out = run(vec![("AWS_REGION", REGION.into())]).await;
+        assert!(!out.status.success());
+        let stderr = text(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert!(
+            lines[0].starts_with("error: no AWS credentials found: set AWS_ACCESS_KEY_ID"),
+            "{imds}: {stderr}"
+        );
+        // The providers tried, one per line, in the chain's order.
+        for (i, provider) in [
+            "1. environment",
+            "2. profile",
+            "3. web identity",
+            "4. container",
+            "5. EC2 instance metadata",
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(
+                lines[i + 1].trim_start().starts_with(provider),
+                "{imds}: {stderr}"
+            );
+        }
+        assert_eq!(lines.len(), 6, "{imds}: {stderr}");
+        quiet(&stderr.replace("(IMDS)", ""));
+    }
+}
+
+/// `ctagg` with no environment but `env`: its stderr, after checking that it failed.
+async fn bare(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ctagg"))
+        .args(args)
+        .env_clear()
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "{args:?}");
+    text(&out.stderr)
+}
+
+/// Mistakes on the command line are reported before the environment is read (here
+/// there is none), by clap, in one sentence; `yesterday` is a day; every missing or
+/// malformed variable is reported at once with its flag.
+#[tokio::test]
+async fn command_line_mistakes_come_first_and_all_settings_at_once() {
+    let cases: &[(&[&str], &[&str], &[&str])] = &[
+        (
+            &["run", "2024-02-30"],
+            &["error: invalid value '2024-02-30' for '[DAY]': 2024-02-30 is not a calendar date"],
+            &["SRC_BUCKET"],
+        ),
+        (
+            &["run", "tomorrow"],
+            &["error: invalid value 'tomorrow' for '[DAY]'", "YYYY-MM-DD"],
+            &["SRC_BUCKET"],
+        ),
+        (
+            &["run", "--from", "2024-02-01"],
+            &[
+                "error: the following required arguments were not provided:",
+                "--to <TO>",
+            ],
+            &["<DAY>", "SRC_BUCKET"],
+        ),
+        (
+            &["run"],
+            &[
+                "error: the following required arguments were not provided:",
+                "<DAY|--from <FROM>>",
+            ],
+            &["SRC_BUCKET"],
+        ),
+        (
+            &["run", "2024-02-12", "--format", "csv"],
+            &[
+                "error: invalid value 'csv' for '--format <FORMAT>'",
+                "[possible values: ndjson, parquet]",
+            ],
+            &["SRC_BUCKET"],
+        ),
+        (
+            &["run", "--from", "2024-02-12", "--to", "2024-02-01"],
+            &["error: --from 2024-02-12 is after --to 2024-02-01"],
+            &["SRC_BUCKET"],
+        ),
+        (
+            &["status", "2024-02-30"],
+            &["error: invalid value '2024-02-30' for '<DAY>'"],
+            &["SRC_BUCKET"],
+        ),
+        (
+            &["run", "yesterday"],
+            &[
+                "error: 2 settings are missing or malformed; set each variable, or its flag:",
+                "\n  SRC_BUCKET (--src-bucket): is required",
+                "\n  DST_BUCKET (--dst-bucket): is required",
+            ],
+            &[],
+        ),
+    ];
+    for (args, want, not) in cases {
+        let stderr = bare(args, &[]).await;
+        for w in *want {
+            assert!(stderr.contains(w), "{args:?}: want {w:?} in {stderr}");
+        }
+        for n in *not {
+            assert!(!stderr.contains(n), "{args:?}: {n:?} in {stderr}");
+        }
+    }
+    // Every bad variable, each on its line with its flag (or none when it has none).
+    let stderr = bare(
+        &["run", "2024-02-12", "--dst-bucket", "out"],
+        &[
+            ("CHUNK_SIZE_BYTES", "64MB"),
+            ("GZIP_LEVEL", "11"),
+            ("LOG_LEVEL", "loud"),
+        ],
+    )
     .await;
-    assert!(!out.status.success());
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("error: no AWS region configured (set AWS_REGION"),
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "error: 4 settings are missing or malformed; set each variable, or its flag:",
+            "  SRC_BUCKET (--src-bucket): is required (the bucket name)",
+            "  CHUNK_SIZE_BYTES (--chunk-size-bytes): \"64MB\" is not a whole number",
+            "  GZIP_LEVEL: 11 is out of range (1 to 9)",
+            "  LOG_LEVEL: \"loud\" is not one of trace, debug, info, warn, error",
+        ],
         "{stderr}"
     );
-    let out = run(vec![("AWS_REGION", REGION.into())]).await;
-    assert!(!out.status.success());
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("error: no AWS credentials found"),
-        "{stderr}"
-    );
-    // The providers tried, one short line each; no IMDS warnings before it.
-    assert!(stderr.contains("Environment: "), "{stderr}");
-    assert!(stderr.lines().count() <= 8, "a few lines: {stderr}");
-    assert!(!stderr.contains("WARN"), "{stderr}");
+}
+
+/// `ctagg run --help` says what a run needs besides its arguments.
+#[tokio::test]
+async fn run_help_names_what_a_run_needs() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ctagg"))
+        .args(["run", "--help"])
+        .env_clear()
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for want in [
+        "SRC_BUCKET",
+        "--src-bucket",
+        "DST_BUCKET",
+        "--dst-bucket",
+        "AWS_REGION",
+        "AWS_PROFILE",
+        "yesterday",
+        "[possible values: ndjson, parquet]",
+    ] {
+        assert!(help.contains(want), "{want:?} in {help}");
+    }
 }
 
 /// No secret and no record content reaches the log at any level: a day run at trace

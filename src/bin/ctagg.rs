@@ -6,9 +6,18 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::builder::PossibleValuesParser;
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use cloudtrail_aggregator::config::{ConfigErrors, OutputFormat, Setting};
+use cloudtrail_aggregator::select::{DayBy, Dedup};
 use cloudtrail_aggregator::trigger::Day;
 use cloudtrail_aggregator::{aggregate_day, aws, backfill, telemetry, Config, RunOptions, Summary};
+
+/// What `run` and `status` need besides their arguments, for their `--help`.
+const NEEDS: &str = "\
+Needs SRC_BUCKET and DST_BUCKET (or --src-bucket, --dst-bucket); every other setting has a
+default (README, \"Configuration\"). Needs AWS credentials (AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) and the buckets' region (AWS_REGION, or the profile's).";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,11 +33,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Aggregate one day (`ctagg run 2024-02-12`) or a range (`--from … --to …`), one day at a time.
+    #[command(after_help = NEEDS)]
     Run(RunArgs),
     /// Enqueue one explicit-date message per day on the trigger queue, for the Lambda to aggregate.
     Backfill(BackfillArgs),
     /// Say where a day stands: complete, being aggregated (which shards are done, pending
     /// or failed, and why), or not aggregated.
+    #[command(after_help = NEEDS)]
     Status(StatusArgs),
     /// Print the Athena table over the output (AWS's CloudTrail columns), or the DuckDB
     /// declaration that reads the NDJSON files with it.
@@ -37,8 +48,9 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct SchemaArgs {
-    /// The output's format: ndjson or parquet.
-    #[arg(long, value_name = "FORMAT", default_value = "ndjson")]
+    /// The output's format.
+    #[arg(long, value_name = "FORMAT", default_value = "ndjson", ignore_case = true,
+          value_parser = PossibleValuesParser::new(OutputFormat::names()))]
     format: String,
     /// The table's name.
     #[arg(long, default_value = "cloudtrail_daily")]
@@ -55,9 +67,9 @@ struct SchemaArgs {
 
 #[derive(Debug, Args)]
 struct StatusArgs {
-    /// The UTC day, YYYY-MM-DD.
-    #[arg(value_name = "DAY")]
-    day: String,
+    /// The UTC day, YYYY-MM-DD (or `yesterday`).
+    #[arg(value_name = "DAY", value_parser = day_arg)]
+    day: Day,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -68,27 +80,28 @@ struct BackfillArgs {
     #[arg(long, env = "QUEUE_URL")]
     queue_url: String,
     /// First day, YYYY-MM-DD.
-    #[arg(long)]
-    from: String,
+    #[arg(long, value_parser = day_arg)]
+    from: Day,
     /// Last day, inclusive, YYYY-MM-DD.
-    #[arg(long)]
-    to: String,
+    #[arg(long, value_parser = day_arg)]
+    to: Day,
     /// Print the messages that would be sent, and send nothing.
     #[arg(long)]
     dry_run: bool,
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("days").required(true).args(["day", "from"])))]
 struct RunArgs {
-    /// The UTC day to aggregate, YYYY-MM-DD.
-    #[arg(value_name = "DAY", conflicts_with_all = ["from", "to"], required_unless_present_all = ["from", "to"])]
-    day: Option<String>,
+    /// The UTC day to aggregate, YYYY-MM-DD (or `yesterday`).
+    #[arg(value_name = "DAY", value_parser = day_arg, conflicts_with_all = ["from", "to"])]
+    day: Option<Day>,
     /// First day of a range, YYYY-MM-DD (with --to).
-    #[arg(long, requires = "to")]
-    from: Option<String>,
+    #[arg(long, requires = "to", value_parser = day_arg)]
+    from: Option<Day>,
     /// Last day of a range, inclusive, YYYY-MM-DD (with --from).
-    #[arg(long, requires = "from")]
-    to: Option<String>,
+    #[arg(long, requires = "from", value_parser = day_arg)]
+    to: Option<Day>,
     /// Shards of a day larger than one shard run at once in this process (default: the
     /// machine's cores).
     #[arg(long, value_name = "K")]
@@ -113,14 +126,17 @@ struct Overrides {
     #[arg(long)]
     dst_prefix: Option<String>,
     /// Overrides OUTPUT_FORMAT: ndjson (gzip NDJSON, the default) or parquet.
-    #[arg(long, value_name = "FORMAT")]
+    #[arg(long, value_name = "FORMAT", ignore_case = true,
+          value_parser = PossibleValuesParser::new(OutputFormat::names()))]
     format: Option<String>,
     /// Overrides DAY_BY: delivery (CloudTrail's folder, the default) or event (the events
     /// whose eventTime is on the day; reads the day's and the next day's folders).
-    #[arg(long, value_name = "DAY_BY")]
+    #[arg(long, value_name = "DAY_BY", ignore_case = true,
+          value_parser = PossibleValuesParser::new(DayBy::names()))]
     day_by: Option<String>,
     /// Overrides DEDUP: none (the default) or eventid (one record per eventID and day).
-    #[arg(long, value_name = "DEDUP")]
+    #[arg(long, value_name = "DEDUP", ignore_case = true,
+          value_parser = PossibleValuesParser::new(Dedup::names()))]
     dedup: Option<String>,
     /// Overrides CHUNK_SIZE_BYTES.
     #[arg(long)]
@@ -137,67 +153,100 @@ struct Overrides {
 }
 
 impl Overrides {
+    /// Each flag's variable and value, when given.
+    fn given(&self) -> [(&'static str, Option<String>); 11] {
+        let n = |v: Option<u64>| v.map(|n| n.to_string());
+        [
+            ("SRC_BUCKET", self.src_bucket.clone()),
+            ("SRC_PREFIX", self.src_prefix.clone()),
+            ("DST_BUCKET", self.dst_bucket.clone()),
+            ("DST_PREFIX", self.dst_prefix.clone()),
+            ("OUTPUT_FORMAT", self.format.clone()),
+            ("DAY_BY", self.day_by.clone()),
+            ("DEDUP", self.dedup.clone()),
+            ("CHUNK_SIZE_BYTES", n(self.chunk_size_bytes)),
+            (
+                "MAX_CONCURRENT_GETS",
+                self.max_concurrent_gets.map(|n| n.to_string()),
+            ),
+            ("SHARD_MAX_FILES", n(self.shard_max_files)),
+            ("SHARD_MAX_BYTES", n(self.shard_max_bytes)),
+        ]
+    }
+
+    /// The configuration: the environment, these flags laid over it.
     fn config(&self) -> Result<Config> {
         let mut vars: HashMap<String, String> = std::env::vars().collect();
-        let mut set = |name: &str, v: Option<String>| {
-            if let Some(v) = v {
+        for (name, value) in self.given() {
+            if let Some(v) = value {
                 vars.insert(name.to_string(), v);
             }
-        };
-        set("SRC_BUCKET", self.src_bucket.clone());
-        set("SRC_PREFIX", self.src_prefix.clone());
-        set("DST_BUCKET", self.dst_bucket.clone());
-        set("DST_PREFIX", self.dst_prefix.clone());
-        set("OUTPUT_FORMAT", self.format.clone());
-        set("DAY_BY", self.day_by.clone());
-        set("DEDUP", self.dedup.clone());
-        set(
-            "CHUNK_SIZE_BYTES",
-            self.chunk_size_bytes.map(|n| n.to_string()),
-        );
-        set(
-            "MAX_CONCURRENT_GETS",
-            self.max_concurrent_gets.map(|n| n.to_string()),
-        );
-        set(
-            "SHARD_MAX_FILES",
-            self.shard_max_files.map(|n| n.to_string()),
-        );
-        set(
-            "SHARD_MAX_BYTES",
-            self.shard_max_bytes.map(|n| n.to_string()),
-        );
-        Ok(Config::from_map(&vars)?)
+        }
+        Config::from_map(&vars).map_err(|e| anyhow::Error::msg(config_text(&e)))
     }
 }
 
-fn parse_day(s: &str, what: &str) -> Result<Day> {
+/// The flag that overrides `var`, if any.
+fn flag_of(var: &str) -> Option<String> {
+    let flag = match var {
+        "OUTPUT_FORMAT" => "format".to_string(),
+        v => v.to_ascii_lowercase().replace('_', "-"),
+    };
+    let overrides = Overrides::augment_args(clap::Command::new("x"));
+    let known = overrides
+        .get_arguments()
+        .any(|a| a.get_long() == Some(flag.as_str()));
+    known.then(|| format!("--{flag}"))
+}
+
+/// Every bad variable on a line of its own, with its flag: one sentence to act on first.
+fn config_text(e: &ConfigErrors) -> String {
+    let n = e.0.len();
+    let mut text = if n == 1 {
+        "a setting is missing or malformed; set the variable, or its flag:".to_string()
+    } else {
+        format!("{n} settings are missing or malformed; set each variable, or its flag:")
+    };
+    for err in &e.0 {
+        let flag = flag_of(err.var).map_or(String::new(), |f| format!(" ({f})"));
+        text.push_str(&format!("\n  {}{flag}: {}", err.var, err.reason));
+    }
+    text
+}
+
+/// A DAY argument: `YYYY-MM-DD`, a real day within CloudTrail's life, or `yesterday` (UTC).
+fn day_arg(s: &str) -> Result<Day, String> {
     let today = chrono::Utc::now().date_naive();
-    let day: Day = s.parse().with_context(|| what.to_string())?;
-    day.check_range(today).with_context(|| what.to_string())
+    if s.trim().eq_ignore_ascii_case("yesterday") {
+        return today
+            .pred_opt()
+            .map(Day)
+            .ok_or_else(|| "no yesterday".into());
+    }
+    let day: Day = s.parse().map_err(|e| format!("{e}"))?;
+    day.check_range(today).map_err(|e| e.to_string())
 }
 
 fn days(args: &RunArgs) -> Result<Vec<Day>> {
-    if let Some(d) = &args.day {
-        return Ok(vec![parse_day(d, "DAY")?]);
+    if let Some(d) = args.day {
+        return Ok(vec![d]);
     }
-    let (Some(from), Some(to)) = (&args.from, &args.to) else {
+    let (Some(from), Some(to)) = (args.from, args.to) else {
         bail!("give a DAY, or --from and --to");
     };
     range(from, to)
 }
 
-/// The days from `from` to `to`, validated: real dates, within CloudTrail's life, in order.
-fn range(from: &str, to: &str) -> Result<Vec<Day>> {
-    let (from, to) = (parse_day(from, "--from")?, parse_day(to, "--to")?);
+/// The days from `from` to `to`, in order.
+fn range(from: Day, to: Day) -> Result<Vec<Day>> {
     if from > to {
-        bail!("--from {from} is after --to {to}");
+        bail!("--from {from} is after --to {to}: give the earlier day first");
     }
     Ok(backfill::days(from, to))
 }
 
 async fn run_backfill(args: BackfillArgs) -> Result<()> {
-    let days = range(&args.from, &args.to)?;
+    let days = range(args.from, args.to)?;
     if args.dry_run {
         for day in &days {
             println!("{}", backfill::body(*day));
@@ -263,8 +312,10 @@ fn summary_line(cfg: &Config, s: &Summary) -> String {
 }
 
 async fn run(args: RunArgs) -> Result<()> {
-    let cfg = args.overrides.config()?;
+    // The command line first, then the environment: a mistake in the one is not hidden
+    // behind the other.
     let days = days(&args)?;
+    let cfg = args.overrides.config()?;
     let s3 = aws::s3_client_from_env(&cfg).await?;
     let opts = RunOptions {
         deadline: None,
@@ -285,8 +336,8 @@ async fn run(args: RunArgs) -> Result<()> {
 }
 
 async fn status(args: StatusArgs) -> Result<()> {
+    let day = args.day;
     let cfg = args.overrides.config()?;
-    let day = parse_day(&args.day, "DAY")?;
     let s3 = aws::s3_client_from_env(&cfg).await?;
     let status = cloudtrail_aggregator::status::day_status(&s3, &cfg, day)
         .await
@@ -301,10 +352,9 @@ fn schema(args: SchemaArgs) -> Result<()> {
         println!("{}", duckdb_columns());
         return Ok(());
     }
-    let format = match args.format.trim().to_ascii_lowercase().as_str() {
-        "ndjson" => TableFormat::Ndjson,
-        "parquet" => TableFormat::Parquet,
-        other => bail!("--format {other:?} is not one of ndjson, parquet"),
+    let format = match OutputFormat::parse_name(&args.format) {
+        Ok(OutputFormat::Parquet) => TableFormat::Parquet,
+        _ => TableFormat::Ndjson,
     };
     let location = args.location.unwrap_or_else(|| {
         let bucket = std::env::var("DST_BUCKET").unwrap_or_else(|_| "DST_BUCKET".into());
