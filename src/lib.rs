@@ -38,6 +38,7 @@ pub mod backfill;
 pub mod chunks;
 pub mod commit;
 pub mod config;
+pub mod digest;
 pub mod error;
 pub mod handler;
 pub mod layout;
@@ -58,6 +59,7 @@ pub mod status;
 pub mod table;
 pub mod telemetry;
 pub mod trigger;
+pub mod verify;
 pub mod writer;
 
 pub use config::Config;

@@ -22,6 +22,10 @@ pub struct ChunkEntry {
     /// Compressed size, as stored.
     pub bytes: u64,
     pub uncompressed_bytes: u64,
+    /// Lowercase hex SHA-256 of the object's bytes as written, for `ctagg verify`;
+    /// empty (and not written) in manifests from before it was recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
 }
 
 /// One shard of the day's plan, as the manifest records it.
@@ -202,6 +206,7 @@ mod tests {
                     records: 50,
                     bytes: 7,
                     uncompressed_bytes: 70,
+                    sha256: String::new(),
                 })
                 .collect(),
             selection: None,

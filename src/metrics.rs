@@ -151,6 +151,7 @@ mod tests {
                     records: 17,
                     bytes: 400,
                     uncompressed_bytes: 5000,
+                    sha256: String::new(),
                 }],
                 selection: None,
                 plan: None,

@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::layout::DayOutput;
 use crate::manifest::ChunkEntry;
 use crate::source::STREAM_RESUMES;
+use aws_lc_rs::digest::{Context as Sha256, SHA256};
 
 /// PutObject of one body.
 pub async fn put(
@@ -161,8 +162,13 @@ pub async fn upload_chunks(
     let mut entries = Vec::new();
     // A chunk's only piece, put whole at its end.
     let mut whole: Option<Vec<u8>> = None;
+    // The SHA-256 of the chunk's bytes as they go up, for the manifest.
+    let mut hash = Sha256::new(&SHA256);
     while let Some(piece) = pieces.recv().await {
         check_deadline()?;
+        if let Piece::Data { bytes, .. } = &piece {
+            hash.update(bytes);
+        }
         match piece {
             Piece::Data { bytes, last, .. } if last && open.is_none() => whole = Some(bytes),
             Piece::Data { index, bytes, .. } => {
@@ -192,11 +198,13 @@ pub async fn upload_chunks(
                     bytes = info.compressed_bytes,
                     "chunk written"
                 );
+                let sha256 = std::mem::replace(&mut hash, Sha256::new(&SHA256)).finish();
                 entries.push(ChunkEntry {
                     key,
                     records: info.records,
                     bytes: info.compressed_bytes,
                     uncompressed_bytes: info.uncompressed_bytes,
+                    sha256: hex::encode(sha256),
                 });
             }
         }

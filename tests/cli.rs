@@ -73,6 +73,25 @@ async fn run_one_day_and_a_range() {
         stderr.contains("listed") && stderr.contains("object read"),
         "{stderr}"
     );
+    // `verify`: the day holds; with its chunk changed it does not, and says which.
+    let out = ctagg(&endpoint, &["verify", "2024-02-12"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "2024-02-12: 1 of 1 chunks verified against s3://aggregated/cloudtrail-daily/2024/02/12/_manifest.json\n"
+    );
+    let chunk = "cloudtrail-daily/2024/02/12/000000.ndjson.gz";
+    let original = get(&s3, DST, chunk).await.unwrap();
+    put(&s3, DST, chunk, gzip(b"{}\n")).await;
+    let out = ctagg(&endpoint, &["verify", "2024-02-12"], &[]).await;
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("error: 2024-02-12 does not match its manifest: 0 of 1 chunks verified")
+            && stderr.contains(&format!("\n  s3://aggregated/{chunk}: changed: ")),
+        "{stderr}"
+    );
+    put(&s3, DST, chunk, original).await;
     let body = get(&s3, DST, "cloudtrail-daily/2024/02/12/000000.ndjson.gz")
         .await
         .unwrap();

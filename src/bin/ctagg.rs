@@ -41,6 +41,11 @@ enum Command {
     /// or failed, and why), or not aggregated.
     #[command(after_help = NEEDS)]
     Status(StatusArgs),
+    /// Re-check an aggregated day from S3 alone: every chunk's size and SHA-256 against
+    /// the manifest, and no chunk the manifest does not list. Exits non-zero naming each
+    /// chunk that is changed, missing or extra.
+    #[command(after_help = NEEDS)]
+    Verify(StatusArgs),
     /// Print the Athena table over the output (AWS's CloudTrail columns), or the DuckDB
     /// declaration that reads the NDJSON files with it.
     Schema(SchemaArgs),
@@ -346,6 +351,20 @@ async fn status(args: StatusArgs) -> Result<()> {
     Ok(())
 }
 
+async fn verify(args: StatusArgs) -> Result<()> {
+    let day = args.day;
+    let cfg = args.overrides.config()?;
+    let s3 = aws::s3_client_from_env(&cfg).await?;
+    let v = cloudtrail_aggregator::verify::verify_day(&s3, &cfg, day)
+        .await
+        .with_context(|| format!("verifying {day} failed"))?;
+    if !v.holds() {
+        bail!("{day} does not match its manifest: {v}");
+    }
+    println!("{day}: {v}");
+    Ok(())
+}
+
 fn schema(args: SchemaArgs) -> Result<()> {
     use cloudtrail_aggregator::table::{athena_ddl, duckdb_columns, TableFormat};
     if args.duckdb {
@@ -401,6 +420,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Backfill(args) => run_backfill(args).await,
             Command::Status(args) => status(args).await,
+            Command::Verify(args) => verify(args).await,
             Command::Schema(args) => schema(args),
         }
     });
