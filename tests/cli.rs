@@ -528,7 +528,7 @@ async fn no_region_or_credentials_is_said_as_such() {
         .enumerate()
         {
             assert!(
-                lines[i + 1].trim_start().starts_with(provider),
+                lines[i + 1].starts_with(&format!("  {provider}")),
                 "{imds}: {stderr}"
             );
         }
