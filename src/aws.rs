@@ -42,7 +42,8 @@ pub const S3_INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 pub const S3_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Where the SDK's default chain looks for credentials, in its order, one per line.
-pub const CREDENTIAL_SOURCES: &str = "  1. environment: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)
+pub const CREDENTIAL_SOURCES: &str =
+    "  1. environment: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)
   2. profile: AWS_PROFILE (else \"default\") in ~/.aws/config and ~/.aws/credentials, SSO included
   3. web identity: AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN
   4. container: AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or AWS_CONTAINER_CREDENTIALS_FULL_URI

@@ -74,7 +74,9 @@ pub enum DigestError {
     Malformed(String),
     #[error("it says it is s3://{says}, but was read from s3://{read}")]
     WrongLocation { says: String, read: String },
-    #[error("no signature in its S3 metadata (x-amz-meta-signature)")]
+    #[error(
+        "no signature in its S3 metadata (x-amz-meta-signature and x-amz-meta-signature-algorithm)"
+    )]
     NoSignature,
     #[error("its signature is not hex: {0:?}")]
     SignatureNotHex(String),
@@ -156,12 +158,22 @@ impl PublicKey {
     }
 }
 
-/// Checks one digest: read from where it says it is, signed (hex `signature` from its
+/// A digest object's S3 user metadata that the check reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Metadata<'a> {
+    /// `signature`: the hex signature.
+    pub signature: Option<&'a str>,
+    /// `signature-algorithm`: required present, as the AWS CLI requires it (its value is
+    /// not read: SHA256withRSA is the only one).
+    pub signature_algorithm: Option<&'a str>,
+}
+
+/// Checks one digest: read from where it says it is, signed (hex signature from its
 /// metadata) by the key it names among `keys`.
 pub fn check(
     d: &DigestFile,
     read_from: (&str, &str),
-    signature: Option<&str>,
+    metadata: Metadata<'_>,
     keys: &[PublicKey],
 ) -> Result<(), DigestError> {
     let g = &d.digest;
@@ -171,7 +183,9 @@ pub fn check(
             read: format!("{}/{}", read_from.0, read_from.1),
         });
     }
-    let signature = signature.ok_or(DigestError::NoSignature)?;
+    let (Some(signature), Some(_)) = (metadata.signature, metadata.signature_algorithm) else {
+        return Err(DigestError::NoSignature);
+    };
     let sig = hex::decode(signature.trim())
         .map_err(|_| DigestError::SignatureNotHex(signature.chars().take(16).collect()))?;
     let fp = g.digest_public_key_fingerprint.to_ascii_lowercase();
@@ -201,24 +215,36 @@ pub enum Link {
 }
 
 /// How `next` follows `prev`, whose signature (hex, from its metadata) is `prev_signature`.
+/// `Starts` only when all four previous-digest fields are null; a digest naming another
+/// one follows `prev` only when location, hash and signature all name it.
 pub fn link(prev: &DigestFile, prev_signature: Option<&str>, next: &DigestFile) -> Link {
     let n = &next.digest;
-    let (Some(bucket), Some(object)) = (&n.previous_digest_s3_bucket, &n.previous_digest_s3_object)
-    else {
+    let fields = [
+        &n.previous_digest_s3_bucket,
+        &n.previous_digest_s3_object,
+        &n.previous_digest_hash_value,
+        &n.previous_digest_signature,
+    ];
+    if fields.iter().all(|f| f.is_none()) {
         return Link::Starts;
+    }
+    let same = |a: &Option<String>, b: Option<&str>| match (a, b) {
+        (Some(a), Some(b)) => a.trim().eq_ignore_ascii_case(b.trim()),
+        _ => false,
     };
-    let names_prev = *bucket == prev.digest.digest_s3_bucket
-        && *object == prev.digest.digest_s3_object
-        && n.previous_digest_hash_value.as_deref() == Some(prev.sha256.as_str())
-        && n.previous_digest_signature
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            == prev_signature.map(|s| s.trim().to_ascii_lowercase());
+    let names_prev = n.previous_digest_s3_bucket.as_deref() == Some(&prev.digest.digest_s3_bucket)
+        && n.previous_digest_s3_object.as_deref() == Some(&prev.digest.digest_s3_object)
+        && same(&n.previous_digest_hash_value, Some(&prev.sha256))
+        && same(&n.previous_digest_signature, prev_signature);
     if names_prev {
         Link::Follows
     } else {
         Link::Gap {
-            names: format!("{bucket}/{object}"),
+            names: format!(
+                "{}/{}",
+                n.previous_digest_s3_bucket.as_deref().unwrap_or("?"),
+                n.previous_digest_s3_object.as_deref().unwrap_or("?")
+            ),
         }
     }
 }
@@ -303,6 +329,13 @@ mod tests {
         }
     }
 
+    fn meta(signature: &str) -> Metadata<'_> {
+        Metadata {
+            signature: Some(signature),
+            signature_algorithm: Some("SHA256withRSA"),
+        }
+    }
+
     /// A digest signed by a key made here verifies with the key in both DER layouts,
     /// and each tampering is named.
     #[test]
@@ -335,16 +368,16 @@ mod tests {
                 d.digest.digest_s3_object.as_str(),
             );
             let keys = std::slice::from_ref(&key);
-            assert_eq!(check(&d, at, Some(&sig_hex), keys), Ok(()));
+            assert_eq!(check(&d, at, meta(&sig_hex), keys), Ok(()));
             // Upper-case hex, as some tools write it, is the same signature.
-            assert_eq!(check(&d, at, Some(&sig_hex.to_uppercase()), keys), Ok(()));
+            assert_eq!(check(&d, at, meta(&sig_hex.to_uppercase()), keys), Ok(()));
             // Moved to another key: the location no longer matches.
             let moved = (
                 at.0,
                 "AWSLogs/111122223333/CloudTrail-Digest/us-east-2/2015/08/18/x.json.gz",
             );
             assert!(matches!(
-                check(&d, moved, Some(&sig_hex), keys),
+                check(&d, moved, meta(&sig_hex), keys),
                 Err(DigestError::WrongLocation { .. })
             ));
             // Its log-file list edited without signing it again.
@@ -352,17 +385,26 @@ mod tests {
             edited["logFiles"][0]["hashValue"] = "00".repeat(32).into();
             let e = parse(&serde_json::to_vec(&edited).unwrap()).unwrap();
             assert!(matches!(
-                check(&e, at, Some(&sig_hex), keys),
+                check(&e, at, meta(&sig_hex), keys),
                 Err(DigestError::BadSignature(_))
             ));
             // No signature, a signature that is not hex, an unknown key.
-            assert_eq!(check(&d, at, None, keys), Err(DigestError::NoSignature));
+            let none = Metadata::default();
+            assert_eq!(check(&d, at, none, keys), Err(DigestError::NoSignature));
+            let no_algorithm = Metadata {
+                signature: Some(&sig_hex),
+                signature_algorithm: None,
+            };
+            assert_eq!(
+                check(&d, at, no_algorithm, keys),
+                Err(DigestError::NoSignature)
+            );
             assert!(matches!(
-                check(&d, at, Some("zz"), keys),
+                check(&d, at, meta("zz"), keys),
                 Err(DigestError::SignatureNotHex(_))
             ));
             assert!(matches!(
-                check(&d, at, Some(&sig_hex), &[]),
+                check(&d, at, meta(&sig_hex), &[]),
                 Err(DigestError::UnknownKey(_))
             ));
         }
@@ -409,5 +451,20 @@ mod tests {
         }
         let first = parse(&serde_json::to_vec(&first).unwrap()).unwrap();
         assert_eq!(link(&prev, Some(&prev_sig), &first), Link::Starts);
+        // Half of the fields null is no start; an upper-case hash names the same digest;
+        // without the previous digest's signature nothing follows it.
+        let mut half = body.clone();
+        half["previousDigestS3Bucket"] = serde_json::Value::Null;
+        half["previousDigestS3Object"] = serde_json::Value::Null;
+        let half = parse(&serde_json::to_vec(&half).unwrap()).unwrap();
+        assert!(matches!(
+            link(&prev, Some(&prev_sig), &half),
+            Link::Gap { .. }
+        ));
+        let mut upper = body.clone();
+        upper["previousDigestHashValue"] = prev.sha256.to_uppercase().into();
+        let upper = parse(&serde_json::to_vec(&upper).unwrap()).unwrap();
+        assert_eq!(link(&prev, Some(&prev_sig), &upper), Link::Follows);
+        assert!(matches!(link(&prev, None, &next), Link::Gap { .. }));
     }
 }

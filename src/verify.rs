@@ -1,8 +1,10 @@
 //! `ctagg verify DAY`: re-checks an aggregated day from S3 alone. Every chunk the
-//! manifest lists is read and its size and SHA-256 compared with the manifest's; a
-//! chunk in the folder that the manifest does not list is named too. An auditor keeps
-//! the manifest (or its SHA-256) from the day it was written; later, this proves that
-//! the files Athena reads are still exactly those.
+//! manifest lists is read and its size and SHA-256 compared with the manifest's; any
+//! other object or folder in the day's folder that Athena would read (a name not
+//! starting with `_` or `.`) is named too. The manifest is the root of the proof: an
+//! auditor keeps its SHA-256 (printed here) from the day it was written, and passes it
+//! back (`--manifest-sha256`), so that a manifest changed together with its chunks is
+//! caught as well.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -11,6 +13,7 @@ use aws_lc_rs::digest::{Context, SHA256};
 use aws_sdk_s3::Client;
 
 use crate::config::Config;
+use crate::digest::sha256_hex;
 use crate::error::Error;
 use crate::layout;
 use crate::listing::list_level;
@@ -33,10 +36,18 @@ pub enum Finding {
     NoChecksum,
 }
 
+/// Whether Athena reads an object of this name in a table's folder (it skips names
+/// starting with `_` or `.`).
+fn athena_reads(name: &str) -> bool {
+    !(name.starts_with('_') || name.starts_with('.'))
+}
+
 /// The day's verdict: each chunk's finding, in the manifest's order, extras last.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
     pub manifest_key: String,
+    /// Lowercase hex SHA-256 of the manifest as read.
+    pub manifest_sha256: String,
     pub chunks: Vec<(String, Finding)>,
 }
 
@@ -56,16 +67,19 @@ impl fmt::Display for Verification {
             .count();
         write!(
             f,
-            "{ok} of {} chunks verified against {}",
+            "{ok} of {} chunks verified against {} (SHA-256 {})",
             self.chunks.len(),
-            self.manifest_key
+            self.manifest_key,
+            self.manifest_sha256
         )?;
         for (key, finding) in &self.chunks {
             let what = match finding {
                 Finding::Verified => continue,
                 Finding::Changed { detail } => format!("changed: {detail}"),
                 Finding::Missing => "missing: listed by the manifest, not in the folder".into(),
-                Finding::Extra => "extra: in the folder, not listed by the manifest".into(),
+                Finding::Extra => {
+                    "extra: in the folder, read by Athena, not listed by the manifest".into()
+                }
                 Finding::NoChecksum => {
                     "not verifiable: the manifest has no SHA-256 for it (aggregate the day again)"
                         .into()
@@ -77,45 +91,69 @@ impl fmt::Display for Verification {
     }
 }
 
-/// Verifies `day`'s chunks in `cfg`'s destination. An error is a failed request, or a
-/// day without a manifest; a chunk that does not hold is a [`Finding`].
-pub async fn verify_day(s3: &Client, cfg: &Config, day: Day) -> Result<Verification, Error> {
+/// Verifies `day`'s chunks in `cfg`'s destination; with `manifest_sha256`, the manifest
+/// itself too (a differing one is a [`Finding::Changed`] of its own). An error is a
+/// failed request, or a day without a manifest; what does not hold is a [`Finding`].
+pub async fn verify_day(
+    s3: &Client,
+    cfg: &Config,
+    day: Day,
+    manifest_sha256: Option<&str>,
+) -> Result<Verification, Error> {
     let bucket = cfg.dst_bucket.as_str();
     let manifest_key = layout::manifest_key(&cfg.dst_prefix, day);
-    let manifest: Manifest = writer::get_json(s3, bucket, &manifest_key, "GetObject")
+    let no_manifest = || {
+        let detail = format!("no manifest: {day} is not aggregated, or not complete");
+        Error::s3_detail("GetObject", bucket, &manifest_key, detail)
+    };
+    let raw = writer::get_if_exists(s3, bucket, &manifest_key, "GetObject")
         .await?
-        .ok_or_else(|| {
-            Error::s3_detail(
-                "GetObject",
-                bucket,
-                &manifest_key,
-                format!("no manifest: {day} is not aggregated, or not complete"),
-            )
-        })?;
-    let folder = layout::day_prefix(&cfg.dst_prefix, day);
-    let (_, objects) = list_level(s3, bucket, &folder).await?;
-    let present: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+        .ok_or_else(no_manifest)?;
+    let manifest: Manifest = serde_json::from_slice(&raw).map_err(|e| {
+        let detail = format!("not a manifest of ours: {e}");
+        Error::s3_detail("GetObject", bucket, &manifest_key, detail)
+    })?;
+    let read_sha256 = sha256_hex(&raw);
     let mut chunks = Vec::new();
+    if let Some(want) = manifest_sha256 {
+        if !want.trim().eq_ignore_ascii_case(&read_sha256) {
+            let detail = format!("SHA-256 {read_sha256}, expected {}", want.trim());
+            chunks.push((
+                format!("s3://{bucket}/{manifest_key}"),
+                Finding::Changed { detail },
+            ));
+        }
+    }
+    let folder = layout::day_prefix(&cfg.dst_prefix, day);
+    let (folders, objects) = list_level(s3, bucket, &folder).await?;
+    let present: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     for c in &manifest.chunks {
         let finding = if !present.contains(c.key.as_str()) {
             Finding::Missing
         } else if c.sha256.is_empty() {
             Finding::NoChecksum
         } else {
-            let (size, sha256) = read_hash(s3, bucket, &c.key).await?;
-            compare(c.bytes, &c.sha256, size, &sha256)
+            match read_hash(s3, bucket, &c.key).await? {
+                Some((size, sha256)) => compare(c.bytes, &c.sha256, size, &sha256),
+                None => Finding::Missing,
+            }
         };
         chunks.push((format!("s3://{bucket}/{}", c.key), finding));
     }
     let listed: HashSet<&str> = manifest.chunks.iter().map(|c| c.key.as_str()).collect();
-    for o in &objects {
-        let name = &o.key[folder.len()..];
-        if layout::chunk_format(name).is_some() && !listed.contains(o.key.as_str()) {
-            chunks.push((format!("s3://{bucket}/{}", o.key), Finding::Extra));
+    let others = objects
+        .iter()
+        .map(|o| o.key.as_str())
+        .chain(folders.iter().map(String::as_str));
+    for key in others {
+        let name = &key[folder.len()..];
+        if athena_reads(name) && !listed.contains(key) {
+            chunks.push((format!("s3://{bucket}/{key}"), Finding::Extra));
         }
     }
     Ok(Verification {
         manifest_key: format!("s3://{bucket}/{manifest_key}"),
+        manifest_sha256: read_sha256,
         chunks,
     })
 }
@@ -136,15 +174,13 @@ pub fn compare(bytes: u64, sha256: &str, size: u64, read: &str) -> Finding {
     }
 }
 
-/// The size and hex SHA-256 of an object, read as a stream.
-async fn read_hash(s3: &Client, bucket: &str, key: &str) -> Result<(u64, String), Error> {
-    let out = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| Error::s3("GetObject", bucket, key, e))?;
+/// The size and hex SHA-256 of an object, read as a stream; `None` when it is gone.
+async fn read_hash(s3: &Client, bucket: &str, key: &str) -> Result<Option<(u64, String)>, Error> {
+    let out = match s3.get_object().bucket(bucket).key(key).send().await {
+        Ok(out) => out,
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => return Ok(None),
+        Err(e) => return Err(Error::s3("GetObject", bucket, key, e)),
+    };
     let mut body = out.body;
     let mut hash = Context::new(&SHA256);
     let mut size = 0u64;
@@ -156,7 +192,7 @@ async fn read_hash(s3: &Client, bucket: &str, key: &str) -> Result<(u64, String)
         size += piece.len() as u64;
         hash.update(&piece);
     }
-    Ok((size, hex::encode(hash.finish())))
+    Ok(Some((size, hex::encode(hash.finish()))))
 }
 
 #[cfg(test)]

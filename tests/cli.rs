@@ -76,10 +76,18 @@ async fn run_one_day_and_a_range() {
     // `verify`: the day holds; with its chunk changed it does not, and says which.
     let out = ctagg(&endpoint, &["verify", "2024-02-12"], &[]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    let manifest = get(&s3, DST, "cloudtrail-daily/2024/02/12/_manifest.json").await;
+    let pinned = cloudtrail_aggregator::digest::sha256_hex(&manifest.unwrap());
     assert_eq!(
-        text(&out.stdout),
-        "2024-02-12: 1 of 1 chunks verified against s3://aggregated/cloudtrail-daily/2024/02/12/_manifest.json\n"
+        said,
+        format!("2024-02-12: 1 of 1 chunks verified against s3://aggregated/cloudtrail-daily/2024/02/12/_manifest.json (SHA-256 {pinned})\n")
     );
+    let args = ["verify", "2024-02-12", "--manifest-sha256", &pinned];
+    assert!(ctagg(&endpoint, &args, &[]).await.status.success());
+    let wrong = "0".repeat(64);
+    let args = ["verify", "2024-02-12", "--manifest-sha256", &wrong];
+    assert!(!ctagg(&endpoint, &args, &[]).await.status.success());
     let chunk = "cloudtrail-daily/2024/02/12/000000.ndjson.gz";
     let original = get(&s3, DST, chunk).await.unwrap();
     put(&s3, DST, chunk, gzip(b"{}\n")).await;

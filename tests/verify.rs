@@ -11,6 +11,7 @@ use common::*;
 
 const SRC: &str = "cloudtrail-logs";
 const DST: &str = "aggregated";
+const MANIFEST: &str = "cloudtrail-daily/2024/02/12/_manifest.json";
 
 fn day() -> Day {
     "2024-02-12".parse().unwrap()
@@ -73,9 +74,25 @@ async fn a_day_verifies_and_each_alteration_is_named() {
             );
             assert_eq!(c.bytes, bytes.len() as u64);
         }
-        let v = verify_day(&s3, &cfg, day()).await.unwrap();
+        let v = verify_day(&s3, &cfg, day(), None).await.unwrap();
         assert!(v.holds(), "{vars:?}: {v}");
         assert_eq!(v.chunks.len(), manifest.chunks.len());
+        // The manifest's own SHA-256 is said, and holds when given back.
+        let manifest_bytes = get(&s3, DST, MANIFEST).await.unwrap();
+        let pinned = cloudtrail_aggregator::digest::sha256_hex(&manifest_bytes);
+        assert_eq!(v.manifest_sha256, pinned);
+        assert!(v.to_string().contains(&pinned));
+        let v = verify_day(&s3, &cfg, day(), Some(&pinned)).await.unwrap();
+        assert!(v.holds(), "{vars:?}: {v}");
+        // Names Athena skips (`_`, `.`) are not the table's; anything else is.
+        put(
+            &s3,
+            DST,
+            "cloudtrail-daily/2024/02/12/_notes.txt",
+            b"x".to_vec(),
+        )
+        .await;
+        assert!(verify_day(&s3, &cfg, day(), None).await.unwrap().holds());
 
         // One byte of one chunk changed (same size), another chunk deleted, one added.
         let first = &manifest.chunks[0].key;
@@ -90,7 +107,16 @@ async fn a_day_verifies_and_each_alteration_is_named() {
         }
         let extra = "cloudtrail-daily/2024/02/12/000099.ndjson.gz";
         put(&s3, DST, extra, gzip(b"{}\n")).await;
-        let v = verify_day(&s3, &cfg, day()).await.unwrap();
+        let stray = "cloudtrail-daily/2024/02/12/evil.json";
+        put(&s3, DST, stray, b"{}\n".to_vec()).await;
+        put(
+            &s3,
+            DST,
+            "cloudtrail-daily/2024/02/12/sub/x.ndjson.gz",
+            gzip(b"{}\n"),
+        )
+        .await;
+        let v = verify_day(&s3, &cfg, day(), None).await.unwrap();
         assert!(!v.holds());
         let finding = |key: &str| {
             v.chunks
@@ -108,6 +134,9 @@ async fn a_day_verifies_and_each_alteration_is_named() {
             assert!(text.contains(&format!("s3://{DST}/{second}: missing")));
         }
         assert_eq!(finding(extra), Some(Finding::Extra), "{v}");
+        assert_eq!(finding(stray), Some(Finding::Extra), "{v}");
+        let folder = "cloudtrail-daily/2024/02/12/sub/";
+        assert_eq!(finding(folder), Some(Finding::Extra), "{v}");
         let text = v.to_string();
         assert!(
             text.contains(&format!("s3://{DST}/{first}: changed: SHA-256 ")),
@@ -126,11 +155,55 @@ async fn a_day_without_a_manifest_is_an_error() {
     let server = S3::new();
     let s3 = server.client();
     create_bucket(&s3, DST).await;
-    let e = verify_day(&s3, &config_with(&[]), day()).await.unwrap_err();
+    let e = verify_day(&s3, &config_with(&[]), day(), None)
+        .await
+        .unwrap_err();
     let text = e.to_string();
     assert!(
         text.contains("s3://aggregated/cloudtrail-daily/2024/02/12/_manifest.json")
             && text.contains("no manifest"),
         "{text}"
+    );
+}
+
+/// A manifest changed together with its chunks (a chunk dropped from both) passes the
+/// chunk checks, and is caught by the manifest's SHA-256 kept from the day it was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_changed_with_its_chunks_is_caught_by_its_pinned_hash() {
+    let server = S3::new();
+    let s3 = server.client();
+    create_bucket(&s3, SRC).await;
+    create_bucket(&s3, DST).await;
+    for (k, b) in files() {
+        put(&s3, SRC, &k, b).await;
+    }
+    let cfg = config_with(&[("CHUNK_SIZE_BYTES", "2000")]);
+    aggregate_day(&s3, &cfg, day(), RunOptions::default())
+        .await
+        .unwrap();
+    let pinned = cloudtrail_aggregator::digest::sha256_hex(&get(&s3, DST, MANIFEST).await.unwrap());
+    let mut manifest: Manifest =
+        serde_json::from_slice(&get(&s3, DST, MANIFEST).await.unwrap()).unwrap();
+    let dropped = manifest.chunks.pop().unwrap();
+    s3.delete_object()
+        .bucket(DST)
+        .key(&dropped.key)
+        .send()
+        .await
+        .unwrap();
+    put(
+        &s3,
+        DST,
+        MANIFEST,
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .await;
+    assert!(verify_day(&s3, &cfg, day(), None).await.unwrap().holds());
+    let v = verify_day(&s3, &cfg, day(), Some(&pinned)).await.unwrap();
+    assert!(!v.holds());
+    assert!(
+        v.to_string()
+            .contains(&format!("s3://{DST}/{MANIFEST}: changed: SHA-256 ")),
+        "{v}"
     );
 }

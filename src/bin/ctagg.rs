@@ -45,7 +45,7 @@ enum Command {
     /// the manifest, and no chunk the manifest does not list. Exits non-zero naming each
     /// chunk that is changed, missing or extra.
     #[command(after_help = NEEDS)]
-    Verify(StatusArgs),
+    Verify(VerifyArgs),
     /// Print the Athena table over the output (AWS's CloudTrail columns), or the DuckDB
     /// declaration that reads the NDJSON files with it.
     Schema(SchemaArgs),
@@ -68,6 +68,19 @@ struct SchemaArgs {
     /// `SELECT … FROM read_json('…/*.ndjson.gz', columns = <this>)`.
     #[arg(long)]
     duckdb: bool,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The UTC day, YYYY-MM-DD (or `yesterday`).
+    #[arg(value_name = "DAY", value_parser = day_arg)]
+    day: Day,
+    /// The manifest's SHA-256 as recorded when the day was written (what an earlier
+    /// verify printed): a manifest changed since, with or without its chunks, fails.
+    #[arg(long, value_name = "HEX")]
+    manifest_sha256: Option<String>,
+    #[command(flatten)]
+    overrides: Overrides,
 }
 
 #[derive(Debug, Args)]
@@ -351,11 +364,12 @@ async fn status(args: StatusArgs) -> Result<()> {
     Ok(())
 }
 
-async fn verify(args: StatusArgs) -> Result<()> {
+async fn verify(args: VerifyArgs) -> Result<()> {
     let day = args.day;
     let cfg = args.overrides.config()?;
     let s3 = aws::s3_client_from_env(&cfg).await?;
-    let v = cloudtrail_aggregator::verify::verify_day(&s3, &cfg, day)
+    let pinned = args.manifest_sha256.as_deref();
+    let v = cloudtrail_aggregator::verify::verify_day(&s3, &cfg, day, pinned)
         .await
         .with_context(|| format!("verifying {day} failed"))?;
     if !v.holds() {
