@@ -42,7 +42,6 @@
 //! Each record is parsed once, by the records stage, which hands on where each top-level
 //! field is ([`Record::fields`]); this stage decodes only the values it puts in columns.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::Arc;
@@ -58,7 +57,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde_json::value::RawValue;
 
 use crate::chunks::{Build, ChunkInfo, Lines, Piece};
-use crate::records::{Field, Record};
+use crate::records::{json_str, Field, Record};
 use crate::table::{arrow_schema, arrow_type, Col, Kind, COLUMNS};
 
 pub use crate::table::OTHER_FIELDS;
@@ -85,15 +84,6 @@ pub fn event_time(text: &str) -> Option<i64> {
             .with_timezone(&Utc)
             .timestamp_micros(),
     )
-}
-
-/// The value of a JSON string's source text (`"…"`), or `None` for any other value.
-fn json_str(text: &str) -> Option<Cow<'_, str>> {
-    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
-    if !inner.contains('\\') {
-        return Some(Cow::Borrowed(inner));
-    }
-    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
 }
 
 /// What a JSON value's source text is.

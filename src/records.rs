@@ -212,11 +212,10 @@ impl<'a> Record<'a> {
     /// The key of `f`, unescaped (borrowed unless it holds an escape).
     pub fn key(&self, f: &Field) -> std::borrow::Cow<'a, str> {
         let quoted = &self.bytes[f.key.0 as usize..f.key.1 as usize];
-        let inner = &quoted[1..quoted.len() - 1];
-        match std::str::from_utf8(inner) {
-            Ok(s) if !s.contains('\\') => std::borrow::Cow::Borrowed(s),
-            _ => std::borrow::Cow::Owned(serde_json::from_slice(quoted).unwrap_or_default()),
-        }
+        std::str::from_utf8(quoted)
+            .ok()
+            .and_then(json_str)
+            .unwrap_or_default()
     }
 
     /// The JSON text of `f`'s value.
@@ -232,6 +231,18 @@ impl<'a> Record<'a> {
         let inner = &quoted[1..quoted.len() - 1];
         inner == name.as_bytes() || (inner.contains(&b'\\') && self.key(f) == name)
     }
+}
+
+/// The string a JSON string's source text (`"…"`, quotes included) stands for: borrowed
+/// when it holds no escape; `None` when the text is not a JSON string.
+pub fn json_str(text: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(std::borrow::Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(text)
+        .ok()
+        .map(std::borrow::Cow::Owned)
 }
 
 /// A record's top-level fields while it is parsed: each key's and value's address and

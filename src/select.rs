@@ -33,7 +33,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 
 use crate::config::Setting;
-use crate::records::Record;
+use crate::records::{json_str, Record};
 
 use crate::trigger::Day;
 
@@ -150,15 +150,6 @@ pub enum SelectError {
     Unreadable { index: u64, why: String },
     #[error("more than DEDUP_MAX_EVENTS ({limit}) records for one day: raise DEDUP_MAX_EVENTS (each costs 19–39 bytes of memory) or set DEDUP=none")]
     TooManyEvents { limit: u64 },
-}
-
-/// A JSON string's value (its text as in the source), or `None` for any other JSON value.
-fn json_string(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
-    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
-        Some(inner) if !inner.contains('\\') => Some(std::borrow::Cow::Borrowed(inner)),
-        Some(_) => serde_json::from_str(raw).ok(),
-        None => None,
-    }
 }
 
 /// The first value of `eventTime` and of `eventID` in `record` (one pass over its fields),
@@ -288,7 +279,7 @@ impl Selector {
             }
         }
         if self.stats.dedup == Dedup::EventId {
-            match event_id.and_then(json_string) {
+            match event_id.and_then(json_str) {
                 Some(id) => {
                     let hash = twox_hash::XxHash3_128::oneshot(id.as_bytes());
                     if !self.seen.insert(hash) {
@@ -312,7 +303,7 @@ impl Selector {
     fn event_day(&self, index: u64, raw: Option<&str>) -> Result<NaiveDate, SelectError> {
         let why = |why: String| SelectError::EventTime { index, why };
         let raw = raw.ok_or_else(|| why("it is missing".into()))?;
-        let text = json_string(raw).ok_or_else(|| why(format!("{raw} is not a string")))?;
+        let text = json_str(raw).ok_or_else(|| why(format!("{raw} is not a string")))?;
         let time = DateTime::parse_from_rfc3339(&text)
             .map_err(|e| why(format!("{:?} is not an RFC 3339 time: {e}", text.as_ref())))?;
         Ok(time.with_timezone(&Utc).date_naive())

@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::layout;
 use crate::listing::list_level;
 use crate::manifest::Manifest;
+use crate::source::STREAM_RESUMES;
 use crate::trigger::Day;
 use crate::writer;
 
@@ -30,7 +31,7 @@ pub enum Finding {
     Changed { detail: String },
     /// Listed, but not in the folder.
     Missing,
-    /// In the folder, a chunk by its name, but not listed.
+    /// In the folder, a name Athena reads (not `_`- or `.`-prefixed), but not listed.
     Extra,
     /// Listed without a SHA-256 (a manifest from before they were recorded).
     NoChecksum,
@@ -174,25 +175,38 @@ pub fn compare(bytes: u64, sha256: &str, size: u64, read: &str) -> Finding {
     }
 }
 
-/// The size and hex SHA-256 of an object, read as a stream; `None` when it is gone.
+/// The size and hex SHA-256 of an object, read as a stream; `None` when it is gone. A
+/// body broken off is read again from its start (as [`writer::get_if_exists`] does).
 async fn read_hash(s3: &Client, bucket: &str, key: &str) -> Result<Option<(u64, String)>, Error> {
-    let out = match s3.get_object().bucket(bucket).key(key).send().await {
-        Ok(out) => out,
-        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => return Ok(None),
-        Err(e) => return Err(Error::s3("GetObject", bucket, key, e)),
-    };
-    let mut body = out.body;
-    let mut hash = Context::new(&SHA256);
-    let mut size = 0u64;
-    while let Some(piece) = body
-        .try_next()
-        .await
-        .map_err(|e| Error::s3_read("GetObject", bucket, key, &e))?
-    {
-        size += piece.len() as u64;
-        hash.update(&piece);
+    for again in 0.. {
+        let Some(out) = writer::open_if_exists(s3, bucket, key, "GetObject").await? else {
+            return Ok(None);
+        };
+        let mut body = out.body;
+        let (mut hash, mut size) = (Context::new(&SHA256), 0u64);
+        loop {
+            match body.try_next().await {
+                Ok(Some(piece)) => {
+                    size += piece.len() as u64;
+                    hash.update(&piece);
+                }
+                Ok(None) => return Ok(Some((size, hex::encode(hash.finish())))),
+                Err(e) if again < STREAM_RESUMES => {
+                    tracing::warn!(bucket, key, error = %crate::error::error_chain(&e), "body broken off; asking for it again");
+                    break;
+                }
+                Err(e) => {
+                    return Err(Error::s3_read(
+                        "GetObject (reading the body)",
+                        bucket,
+                        key,
+                        &e,
+                    ))
+                }
+            }
+        }
     }
-    Ok(Some((size, hex::encode(hash.finish()))))
+    unreachable!("the loop returns")
 }
 
 #[cfg(test)]

@@ -166,12 +166,13 @@ pub async fn upload_chunks(
     let mut hash = Sha256::new(&SHA256);
     while let Some(piece) = pieces.recv().await {
         check_deadline()?;
-        if let Piece::Data { bytes, .. } = &piece {
-            hash.update(bytes);
-        }
         match piece {
-            Piece::Data { bytes, last, .. } if last && open.is_none() => whole = Some(bytes),
+            Piece::Data { bytes, last, .. } if last && open.is_none() => {
+                hash.update(&bytes);
+                whole = Some(bytes);
+            }
             Piece::Data { index, bytes, .. } => {
+                hash.update(&bytes);
                 let mp = match open {
                     Some(mp) => mp,
                     None => {
@@ -289,25 +290,9 @@ pub async fn get_if_exists(
     key: &str,
     what: &'static str,
 ) -> Result<Option<Bytes>, Error> {
-    use aws_sdk_s3::config::ResponseChecksumValidation;
     for again in 0.. {
-        let sent = s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .customize()
-            .config_override(
-                aws_sdk_s3::config::Builder::default()
-                    .response_checksum_validation(ResponseChecksumValidation::WhenRequired),
-            )
-            .send()
-            .await;
-        let out = match sent {
-            Ok(out) => out,
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
-                return Ok(None)
-            }
-            Err(e) => return Err(Error::s3(what, bucket, key, e)),
+        let Some(out) = open_if_exists(s3, bucket, key, what).await? else {
+            return Ok(None);
         };
         match out.body.collect().await {
             Ok(body) => return Ok(Some(body.into_bytes())),
@@ -318,6 +303,33 @@ pub async fn get_if_exists(
         }
     }
     unreachable!("the loop returns")
+}
+
+/// GetObject of an object we wrote, its body not read yet; `None` when there is none
+/// (404). The SDK's response checksum is not validated (see [`get_if_exists`]).
+pub async fn open_if_exists(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    what: &'static str,
+) -> Result<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>, Error> {
+    use aws_sdk_s3::config::ResponseChecksumValidation;
+    let sent = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .customize()
+        .config_override(
+            aws_sdk_s3::config::Builder::default()
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired),
+        )
+        .send()
+        .await;
+    match sent {
+        Ok(out) => Ok(Some(out)),
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+        Err(e) => Err(Error::s3(what, bucket, key, e)),
+    }
 }
 
 /// [`get_if_exists`] of a JSON object, parsed; one that does not parse is an error

@@ -172,53 +172,55 @@ struct Overrides {
 
 impl Overrides {
     /// Each flag's variable and value, when given.
-    fn given(&self) -> [(&'static str, Option<String>); 11] {
+    fn given(&self) -> [(&'static str, &'static str, Option<String>); 11] {
         let n = |v: Option<u64>| v.map(|n| n.to_string());
         [
-            ("SRC_BUCKET", self.src_bucket.clone()),
-            ("SRC_PREFIX", self.src_prefix.clone()),
-            ("DST_BUCKET", self.dst_bucket.clone()),
-            ("DST_PREFIX", self.dst_prefix.clone()),
-            ("OUTPUT_FORMAT", self.format.clone()),
-            ("DAY_BY", self.day_by.clone()),
-            ("DEDUP", self.dedup.clone()),
-            ("CHUNK_SIZE_BYTES", n(self.chunk_size_bytes)),
+            ("SRC_BUCKET", "--src-bucket", self.src_bucket.clone()),
+            ("SRC_PREFIX", "--src-prefix", self.src_prefix.clone()),
+            ("DST_BUCKET", "--dst-bucket", self.dst_bucket.clone()),
+            ("DST_PREFIX", "--dst-prefix", self.dst_prefix.clone()),
+            ("OUTPUT_FORMAT", "--format", self.format.clone()),
+            ("DAY_BY", "--day-by", self.day_by.clone()),
+            ("DEDUP", "--dedup", self.dedup.clone()),
+            (
+                "CHUNK_SIZE_BYTES",
+                "--chunk-size-bytes",
+                n(self.chunk_size_bytes),
+            ),
             (
                 "MAX_CONCURRENT_GETS",
+                "--max-concurrent-gets",
                 self.max_concurrent_gets.map(|n| n.to_string()),
             ),
-            ("SHARD_MAX_FILES", n(self.shard_max_files)),
-            ("SHARD_MAX_BYTES", n(self.shard_max_bytes)),
+            (
+                "SHARD_MAX_FILES",
+                "--shard-max-files",
+                n(self.shard_max_files),
+            ),
+            (
+                "SHARD_MAX_BYTES",
+                "--shard-max-bytes",
+                n(self.shard_max_bytes),
+            ),
         ]
     }
 
     /// The configuration: the environment, these flags laid over it.
     fn config(&self) -> Result<Config> {
+        let given = self.given();
         let mut vars: HashMap<String, String> = std::env::vars().collect();
-        for (name, value) in self.given() {
+        for (name, _, value) in &given {
             if let Some(v) = value {
-                vars.insert(name.to_string(), v);
+                vars.insert(name.to_string(), v.clone());
             }
         }
-        Config::from_map(&vars).map_err(|e| anyhow::Error::msg(config_text(&e)))
+        let flag_of = |var: &str| given.iter().find(|g| g.0 == var).map(|g| g.1);
+        Config::from_map(&vars).map_err(|e| anyhow::Error::msg(config_text(&e, flag_of)))
     }
 }
 
-/// The flag that overrides `var`, if any.
-fn flag_of(var: &str) -> Option<String> {
-    let flag = match var {
-        "OUTPUT_FORMAT" => "format".to_string(),
-        v => v.to_ascii_lowercase().replace('_', "-"),
-    };
-    let overrides = Overrides::augment_args(clap::Command::new("x"));
-    let known = overrides
-        .get_arguments()
-        .any(|a| a.get_long() == Some(flag.as_str()));
-    known.then(|| format!("--{flag}"))
-}
-
 /// Every bad variable on a line of its own, with its flag: one sentence to act on first.
-fn config_text(e: &ConfigErrors) -> String {
+fn config_text(e: &ConfigErrors, flag_of: impl Fn(&str) -> Option<&'static str>) -> String {
     let n = e.0.len();
     let mut text = if n == 1 {
         "a setting is missing or malformed; set the variable, or its flag:".to_string()
