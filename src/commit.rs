@@ -4,7 +4,9 @@
 //! shard that holds the plan's commit (`_plan-RUN.commit.json`, taken with a
 //! conditional create like the lease: see [`crate::pipeline::run_shard_job`]). While
 //! the day's lease is still the planning run's, it
-//! 1. merges the shards' results, in shard order, into the manifest;
+//! 1. merges the shards' results, in shard order, into the manifest; with `VALIDATE`,
+//!    sums what each shard's digests showed, and with `strict` and any problem deletes
+//!    the day's chunks and fails here, writing no manifest;
 //! 2. deletes every chunk in the day's folder that the manifest does not list (an
 //!    earlier run's, of another format, of another plan, or of a run in place that
 //!    stopped when the day turned out larger than one shard) — cleanup by set
@@ -30,6 +32,7 @@ use crate::listing::list_level;
 use crate::manifest::{Manifest, ShardResult};
 use crate::shard::log_selection;
 use crate::trigger::Day;
+use crate::validate::{Validate, Validation};
 use crate::writer;
 
 /// The outcome of one day.
@@ -41,6 +44,32 @@ pub struct Summary {
     pub stale_chunks_deleted: Vec<String>,
     /// From the start of the run (or the shard) that committed.
     pub duration: Duration,
+}
+
+/// Says what `VALIDATE` found; with `strict` and a problem, deletes the day's chunks
+/// (Athena reads no rows of a day that failed) and fails with no manifest.
+async fn checked(
+    s3: &Client,
+    cfg: &Config,
+    day: Day,
+    manifest: &Manifest,
+    v: &Validation,
+) -> Result<(), Error> {
+    crate::metrics::emit_validation(&cfg.metrics_namespace, day, v);
+    if v.failed() {
+        warn!(day = %day, validate = %cfg.validate, validation = %v, "CloudTrail's digests do not vouch for every log file of the day");
+    } else {
+        info!(day = %day, validation = %v, "CloudTrail's digests checked");
+    }
+    if cfg.validate != Validate::Strict || !v.failed() {
+        return Ok(());
+    }
+    let chunks: Vec<String> = manifest.chunks.iter().map(|c| c.key.clone()).collect();
+    writer::delete_many(s3, &cfg.dst_bucket, &chunks).await?;
+    Err(Error::Integrity {
+        day: day.to_string(),
+        validation: *v,
+    })
 }
 
 /// Commits `day` from the results of all its shards, while `lease` is the day's.
@@ -65,6 +94,9 @@ pub async fn commit(
     }
     if manifest.source_files == 0 {
         warn!(day = %day, source = %source, "no CloudTrail files for this day");
+    }
+    if let Some(v) = &manifest.validation {
+        checked(s3, cfg, day, &manifest, v).await?;
     }
     let folder = layout::day_prefix(&cfg.dst_prefix, day);
     let (_, objects) = list_level(s3, dst, &folder).await?;

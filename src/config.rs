@@ -9,6 +9,7 @@
 //! | `OUTPUT_FORMAT` | `ndjson` (gzip NDJSON, byte-exact records) or `parquet` | `ndjson` |
 //! | `DAY_BY` | `delivery` (CloudTrail's folder) or `event` (eventTime on the day; reads D and D+1) | `delivery` |
 //! | `DEDUP` | `none` or `eventid` (one record per eventID and day) | `none` |
+//! | `VALIDATE` | `off`, `report` or `strict`: check CloudTrail's signed digests ([`crate::validate`]) | `off` |
 //! | `DEDUP_MAX_EVENTS` | eventIDs one day may remember before the run fails | 20000000 |
 //! | `CHUNK_SIZE_BYTES` | NDJSON: largest uncompressed size of one output file | 67108864 (64 MiB) |
 //! | `GZIP_LEVEL` | NDJSON: gzip level of the output, 1 (fast) to 9 (small) | 6 |
@@ -25,6 +26,9 @@
 //! | `METRICS_NAMESPACE` | CloudWatch namespace of the per-day EMF metrics (Lambda only) | `CloudTrailAggregator` |
 //! | `EXPECTED_BUCKET_OWNER` | account id that must own both buckets (sent on every S3 call) | none |
 //!
+//! With `VALIDATE` on, `ListPublicKeys` goes to CloudTrail as the SDK configures it
+//! (`AWS_ENDPOINT_URL_CLOUDTRAIL` to point it elsewhere).
+//!
 //! Prefixes are normalised to end in `/` (an empty prefix means the bucket's root).
 //! A missing or malformed value is an [`ConfigError`] naming the variable.
 
@@ -35,6 +39,7 @@ use crate::parquet_chunks::{DEFAULT_PARQUET_FILE_BYTES, DEFAULT_PARQUET_ROW_GROU
 use crate::plan::{ShardLimits, DEFAULT_SHARD_MAX_BYTES, DEFAULT_SHARD_MAX_FILES};
 use crate::records::{Limits, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_RECORD_BYTES};
 use crate::select::{DayBy, Dedup, DEFAULT_DEDUP_MAX_EVENTS};
+use crate::validate::{CloudTrailConfig, Validate};
 
 pub const DEFAULT_SRC_PREFIX: &str = "AWSLogs/";
 pub const DEFAULT_DST_PREFIX: &str = "cloudtrail-daily/";
@@ -192,6 +197,11 @@ pub struct Config {
     pub day_by: DayBy,
     pub dedup: Dedup,
     pub dedup_max_events: u64,
+    /// Whether CloudTrail's digests are checked ([`crate::validate`]).
+    pub validate: Validate,
+    /// The CloudTrail client `VALIDATE` asks `ListPublicKeys` with: not a setting;
+    /// by default the SDK's standard configuration, loaded when first needed.
+    pub cloudtrail: CloudTrailConfig,
     pub chunk_size_bytes: u64,
     pub gzip_level: u32,
     pub parquet_file_bytes: u64,
@@ -246,6 +256,8 @@ impl Config {
             output_format: v.setting("OUTPUT_FORMAT"),
             day_by: v.setting("DAY_BY"),
             dedup: v.setting("DEDUP"),
+            validate: v.setting("VALIDATE"),
+            cloudtrail: CloudTrailConfig::default(),
             dedup_max_events: v.number(
                 "DEDUP_MAX_EVENTS",
                 DEFAULT_DEDUP_MAX_EVENTS,

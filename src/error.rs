@@ -117,6 +117,15 @@ pub enum Error {
     /// The day's shards could not be committed (their results disagree).
     #[error("committing {day} failed: {detail}")]
     Commit { day: String, detail: String },
+    /// `ListPublicKeys` failed (`VALIDATE` needs CloudTrail's public keys).
+    #[error("CloudTrail ListPublicKeys in {region} failed (VALIDATE is on; the role needs cloudtrail:ListPublicKeys): {detail}")]
+    PublicKeys { region: String, detail: String },
+    /// `VALIDATE=strict` found modified or missing files, or invalid or missing digests.
+    #[error("{day} failed validation ({validation}); VALIDATE=strict writes no manifest: each problem is logged at warn with its s3:// object")]
+    Integrity {
+        day: String,
+        validation: crate::validate::Validation,
+    },
 
     /// The shard running in place while the day was listed was stopped: the day is
     /// larger than one shard (never reported: planning goes on).

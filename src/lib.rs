@@ -17,7 +17,8 @@
 //!   records, one at a time) → [`select`] (which records the day keeps: `DAY_BY=event`,
 //!   `DEDUP`) → [`chunks`] (records → gzip NDJSON chunks under a byte bound) or
 //!   [`parquet_chunks`] (records → Parquet files of a column per CloudTrail field) →
-//!   [`writer`] (uploads);
+//!   [`writer`] (uploads), then [`validate`] (`VALIDATE`: CloudTrail's signed digests,
+//!   checked by [`digest`], against the SHA-256 of each file read);
 //! - [`commit`]: the shards' results → the manifest, stale chunks removed, once;
 //! - [`pipeline`]: plan → shards → commit for a day, and one shard's message;
 //! - [`handler`]: an `SqsEvent` → per-message jobs → `SqsBatchResponse`;
@@ -59,6 +60,7 @@ pub mod status;
 pub mod table;
 pub mod telemetry;
 pub mod trigger;
+pub mod validate;
 pub mod verify;
 pub mod writer;
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::OutputFormat;
 use crate::select::Selection;
+use crate::validate::Validation;
 
 /// One chunk as the manifest records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +61,10 @@ pub struct Manifest {
     /// What `DAY_BY=event` or `DEDUP` selected; absent with the defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection: Option<Selection>,
+    /// What `VALIDATE` found: CloudTrail's digests against the files read, summed over
+    /// the shards; absent when `VALIDATE=off` ([`crate::validate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Validation>,
     /// The content id of the plan of a day of many shards (its chunks' names start
     /// with it); absent for a day of one shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,6 +96,9 @@ pub struct ShardResult {
     pub chunks: Vec<ChunkEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection: Option<Selection>,
+    /// What `VALIDATE` found in the shard's files (absent when off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Validation>,
     /// RFC 3339, UTC.
     pub ended: String,
     pub duration_ms: u64,
@@ -167,6 +175,13 @@ impl Manifest {
                 _ => {}
             }
         }
+        let validation = results
+            .iter()
+            .filter_map(|r| r.validation)
+            .reduce(|mut a, b| {
+                a.add(&b);
+                a
+            });
         let chunks: Vec<ChunkEntry> = results.iter().flat_map(|r| r.chunks.clone()).collect();
         Ok(Manifest {
             date,
@@ -179,6 +194,7 @@ impl Manifest {
             uncompressed_bytes_written: chunks.iter().map(|c| c.uncompressed_bytes).sum(),
             chunks,
             selection,
+            validation,
             plan,
             shards: results.iter().map(ShardResult::entry).collect(),
             generator: GENERATOR.to_string(),
@@ -210,6 +226,7 @@ mod tests {
                 })
                 .collect(),
             selection: None,
+            validation: None,
             ended: format!("2024-02-13T01:0{index}:00Z"),
             duration_ms: 5,
         }

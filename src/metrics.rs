@@ -7,13 +7,18 @@
 //! `ChunksWritten`, `Shards` (Count and Bytes) and `DurationMs` (Milliseconds). The
 //! template's record-count alarms use `RecordsWritten`. A shard of a day of many prints
 //! a line of its own when it is done: `ShardFilesRead`, `ShardRecordsWritten`,
-//! `ShardBytesRead` and `ShardDurationMs`, with `Day` and `Shard` as properties.
+//! `ShardBytesRead` and `ShardDurationMs`, with `Day` and `Shard` as properties. With
+//! `VALIDATE` on, the commit prints a line of what the digests showed, before a strict
+//! failure too: `LogFilesVerified`, `LogFilesModified`, `LogFilesMissing`,
+//! `LogFilesNotCovered`, `DigestsVerified`, `DigestsInvalid`, `DigestsMissing`; the
+//! template alarms on the modified, missing and invalid ones.
 
 use serde_json::json;
 
 use crate::manifest::ShardResult;
 use crate::pipeline::Summary;
 use crate::trigger::Day;
+use crate::validate::Validation;
 
 /// An EMF line: `metrics` (name, unit, value) declared in `namespace` with the
 /// dimension `FunctionName`, and `properties` beside them.
@@ -99,6 +104,37 @@ pub fn shard_emf_line(
     emf(namespace, function_name, timestamp_ms, &metrics, props)
 }
 
+/// The EMF line of what `VALIDATE` found for a day.
+pub fn validation_emf_line(
+    namespace: &str,
+    function_name: &str,
+    day: Day,
+    v: &Validation,
+    timestamp_ms: u64,
+) -> String {
+    let metrics = [
+        ("LogFilesVerified", "Count", v.files_verified),
+        ("LogFilesModified", "Count", v.files_modified),
+        ("LogFilesMissing", "Count", v.files_missing),
+        ("LogFilesNotCovered", "Count", v.files_not_covered),
+        ("DigestsVerified", "Count", v.digests_verified),
+        ("DigestsInvalid", "Count", v.digests_invalid),
+        ("DigestsMissing", "Count", v.digests_missing),
+    ];
+    let props = json!({"Day": day.to_string()});
+    emf(namespace, function_name, timestamp_ms, &metrics, props)
+}
+
+/// Prints the validation line when running in Lambda.
+pub fn emit_validation(namespace: &str, day: Day, v: &Validation) {
+    if let Some((function, now_ms)) = in_lambda() {
+        println!(
+            "{}",
+            validation_emf_line(namespace, &function, day, v, now_ms)
+        );
+    }
+}
+
 /// The function's name in Lambda (`AWS_LAMBDA_FUNCTION_NAME`), and the time.
 fn in_lambda() -> Option<(String, u64)> {
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok()?;
@@ -154,6 +190,7 @@ mod tests {
                     sha256: String::new(),
                 }],
                 selection: None,
+                validation: None,
                 plan: None,
                 shards: vec![],
                 generator: "x".into(),

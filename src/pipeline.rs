@@ -232,6 +232,7 @@ fn result_of(
         bytes_read: output.stats.bytes_read,
         chunks: output.chunks,
         selection: output.selection,
+        validation: output.validation,
         ended: now(),
         duration_ms: output.duration.as_millis() as u64,
     }

@@ -58,6 +58,7 @@ use crate::manifest::GENERATOR;
 use crate::select::{DayBy, Dedup};
 use crate::shard::{self, Progress, ShardOutput, ShardRun};
 use crate::trigger::Day;
+use crate::validate::Validate;
 use crate::writer;
 
 /// `SHARD_MAX_FILES` default: source files of one shard (see the module doc).
@@ -101,6 +102,9 @@ pub struct PlanSettings {
     pub max_file_bytes: u64,
     pub shard_max_files: u64,
     pub shard_max_bytes: u64,
+    /// `VALIDATE` (absent when `off`, so that plans without it keep their ids).
+    #[serde(default, skip_serializing_if = "Validate::is_off")]
+    pub validate: Validate,
     pub generator: String,
 }
 
@@ -119,6 +123,7 @@ impl PlanSettings {
             max_file_bytes: cfg.limits.file_bytes,
             shard_max_files: cfg.shard_limits.max_files,
             shard_max_bytes: cfg.shard_limits.max_bytes,
+            validate: cfg.validate,
             generator: GENERATOR.to_string(),
         }
     }
@@ -130,6 +135,7 @@ impl PlanSettings {
         c.day_by = self.day_by;
         c.dedup = self.dedup;
         c.dedup_max_events = self.dedup_max_events;
+        c.validate = self.validate;
         c.chunk_size_bytes = self.chunk_size_bytes;
         c.gzip_level = self.gzip_level;
         c.parquet_file_bytes = self.parquet_file_bytes;
@@ -230,11 +236,17 @@ pub fn trail_of(key: &str) -> &str {
     }
 }
 
-/// The day's folders in the order a plan reads them: key order, or with `DEDUP` the
+/// Whether shards keep each account and region whole: with `DEDUP` (duplicates occur
+/// within one) and with `VALIDATE` (a digest chain is one account and region's).
+pub fn by_trail(cfg: &Config) -> bool {
+    cfg.dedup != Dedup::None || !cfg.validate.is_off()
+}
+
+/// The day's folders in the order a plan reads them: key order, or `by_trail` the
 /// folders of one account and region together (see the module doc).
-pub fn folders_in_order(mut prefixes: Vec<String>, dedup: Dedup) -> Vec<String> {
+pub fn folders_in_order(mut prefixes: Vec<String>, by_trail: bool) -> Vec<String> {
     prefixes.sort();
-    if dedup == Dedup::None {
+    if !by_trail {
         return prefixes;
     }
     // A stable sort by the position of each trail's first folder.
@@ -254,7 +266,7 @@ fn trail_group(key: &str) -> String {
 }
 
 impl Planner {
-    pub fn new(limits: ShardLimits, dedup: Dedup, settings: &PlanSettings) -> Planner {
+    pub fn new(limits: ShardLimits, by_trail: bool, settings: &PlanSettings) -> Planner {
         let mut hasher = twox_hash::xxhash3_128::Hasher::new();
         hasher.write(
             serde_json::to_string(settings)
@@ -266,7 +278,7 @@ impl Planner {
                 max_files: limits.max_files.max(1),
                 max_bytes: limits.max_bytes.max(1),
             },
-            by_trail: dedup != Dedup::None,
+            by_trail,
             files: 0,
             bytes: 0,
             unit: Unit::default(),
@@ -585,7 +597,7 @@ pub async fn plan_day(
     deadline: Option<Instant>,
 ) -> Result<Plan, Error> {
     let settings = PlanSettings::of(cfg);
-    let mut planner = Planner::new(cfg.shard_limits, cfg.dedup, &settings);
+    let mut planner = Planner::new(cfg.shard_limits, by_trail(cfg), &settings);
     let progress = Arc::new(Progress::default());
     let (tx, rx) = mpsc::channel::<Result<SourceObject, Error>>(SPECULATIVE_QUEUE);
     let (keys_tx, keys_rx) = mpsc::channel::<(u32, Vec<u8>)>(KEYS_PUTS);
@@ -601,7 +613,7 @@ pub async fn plan_day(
         },
         deadline,
     };
-    let prefixes = folders_in_order(folders.prefixes, cfg.dedup);
+    let prefixes = folders_in_order(folders.prefixes, by_trail(cfg));
     let speculation = Speculation {
         tx: Some(tx),
         limits: cfg.shard_limits,
@@ -718,7 +730,7 @@ mod tests {
             max_files,
             max_bytes,
         };
-        let mut p = Planner::new(limits, dedup, &settings());
+        let mut p = Planner::new(limits, dedup != Dedup::None, &settings());
         for o in objects {
             p.push(o);
         }
@@ -779,7 +791,7 @@ mod tests {
                 max_files: 4,
                 max_bytes: 100,
             },
-            Dedup::EventId,
+            true,
             &settings(),
         );
         for o in &objects {
@@ -816,7 +828,7 @@ mod tests {
                 max_files: 4,
                 max_bytes: 1000,
             },
-            Dedup::None,
+            false,
             &PlanSettings {
                 gzip_level: 9,
                 ..settings()
@@ -833,7 +845,7 @@ mod tests {
             max_files: 2,
             max_bytes: 100,
         };
-        let mut p = Planner::new(limits, Dedup::None, &settings());
+        let mut p = Planner::new(limits, false, &settings());
         assert!(p.single());
         p.push(&obj("a", 50));
         p.push(&obj("b", 50));
@@ -883,9 +895,9 @@ mod tests {
         ];
         let mut sorted = folders.clone();
         sorted.sort();
-        assert_eq!(folders_in_order(folders.clone(), Dedup::None), sorted);
+        assert_eq!(folders_in_order(folders.clone(), false), sorted);
         assert_eq!(
-            folders_in_order(folders, Dedup::EventId),
+            folders_in_order(folders, true),
             [
                 "AWSLogs/111111111111/CloudTrail/eu-west-1/2024/02/12/",
                 "AWSLogs/o-abc123def4/111111111111/CloudTrail/eu-west-1/2024/02/12/",

@@ -113,6 +113,9 @@ pub struct RecordReader {
     limits: Limits,
     /// Whether records are handed on with their fields.
     want_fields: bool,
+    /// Whether the SHA-256 of each file's decoded bytes is taken, and the last one's.
+    want_sha256: bool,
+    sha256: Option<[u8; 32]>,
     fields: Vec<Field>,
     /// A window of the decoded bytes of a file.
     window: Vec<u8>,
@@ -138,6 +141,19 @@ impl RecordReader {
         self
     }
 
+    /// A reader that also takes the SHA-256 of each file's decoded bytes as it reads
+    /// them (what a CloudTrail digest lists): [`RecordReader::sha256`].
+    pub fn with_sha256(mut self) -> Self {
+        self.want_sha256 = true;
+        self
+    }
+
+    /// The SHA-256 of the decoded bytes of the last file read to its end, when asked
+    /// for with [`RecordReader::with_sha256`].
+    pub fn sha256(&self) -> Option<[u8; 32]> {
+        self.sha256
+    }
+
     /// Reads `source` (gzip or plain) and calls `each` with every record's bytes, in
     /// order. `each` returns `false` to stop reading; `Ok(None)` then says the file was
     /// not read to the end. Returns the number of records on success.
@@ -156,7 +172,18 @@ impl RecordReader {
         source: R,
         each: &mut dyn FnMut(Record<'_>) -> bool,
     ) -> Result<Option<u64>, RecordsError> {
+        self.sha256 = None;
         let (gzip, decoded) = open(source).map_err(RecordsError::Io)?;
+        let mut hash = self
+            .want_sha256
+            .then(|| aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256));
+        let decoded: Source<'_> = match hash.as_mut() {
+            Some(ctx) => Box::new(Hashing {
+                inner: decoded,
+                ctx,
+            }),
+            None => decoded,
+        };
         self.window.clear();
         let mut w = Window {
             src: decoded,
@@ -182,6 +209,19 @@ impl RecordReader {
             if let Err(e) = io::copy(&mut (&mut w.src).take(left), &mut io::sink()) {
                 return Err(RecordsError::Gzip(e));
             }
+        }
+        if matches!(result, Ok(Some(_))) && self.want_sha256 {
+            // The parse stops at the end of the JSON (nothing but blanks may follow):
+            // the hash covers the decoded file to its end, as the digest's does.
+            io::copy(&mut w.src, &mut io::sink()).map_err(|e| match gzip {
+                true => RecordsError::Gzip(e),
+                false => RecordsError::Io(e),
+            })?;
+            drop(w);
+            self.sha256 = hash.map(|ctx| {
+                let d = ctx.finish();
+                d.as_ref().try_into().expect("a SHA-256 is 32 bytes")
+            });
         }
         result
     }
@@ -326,8 +366,13 @@ pub trait RecordSink {
     /// One record, without its newline; `false` stops the stage (the next one has gone,
     /// or the sink refused the record and keeps the reason).
     fn record(&mut self, record: Record<'_>) -> bool;
-    /// A file was read to its end, holding `records` records.
-    fn file_done(&mut self, _key: &str, _records: u64) {}
+    /// Whether the SHA-256 of each file's decoded bytes is wanted in `file_done`.
+    fn wants_sha256(&self) -> bool {
+        false
+    }
+    /// A file was read to its end, holding `records` records; `sha256` is the SHA-256
+    /// of its decoded bytes when [`RecordSink::wants_sha256`].
+    fn file_done(&mut self, _key: &str, _records: u64, _sha256: Option<[u8; 32]>) {}
 }
 
 /// Totals of the records stage.
@@ -372,6 +417,9 @@ pub fn read_files<R: Read>(
     if sink.wants_fields() {
         reader = reader.with_fields();
     }
+    if sink.wants_sha256() {
+        reader = reader.with_sha256();
+    }
     let mut stats = ReadStats::default();
     for file in files {
         sink.file_start(&file.key);
@@ -409,7 +457,7 @@ pub fn read_files<R: Read>(
         stats.files += 1;
         stats.records += records;
         stats.bytes_read += body.count;
-        sink.file_done(&file.key, records);
+        sink.file_done(&file.key, records, reader.sha256());
     }
     Ok(Some(stats))
 }
@@ -440,6 +488,20 @@ impl<R: Read> Read for Counting<R> {
                 Err(stand_in)
             }
         }
+    }
+}
+
+/// Passes the decoded bytes of a file through a SHA-256 as they are read.
+struct Hashing<'c, R> {
+    inner: R,
+    ctx: &'c mut aws_lc_rs::digest::Context,
+}
+
+impl<R: Read> Read for Hashing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.ctx.update(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -1435,5 +1497,38 @@ mod tests {
             false
         });
         assert_eq!((n, res.unwrap()), (1, None));
+    }
+
+    /// The SHA-256 taken while reading is that of the decoded bytes — to the end of the
+    /// file, trailing blanks and a second gzip member included — and of the bytes as
+    /// they are for a plain file; a file not read to its end has none.
+    #[test]
+    fn sha256_of_the_decoded_bytes() {
+        let sha = |b: &[u8]| -> [u8; 32] {
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b);
+            d.as_ref().try_into().unwrap()
+        };
+        let body = b"{\"Records\":[{\"a\":1},{\"b\":2}]}\n\n".to_vec();
+        let mut two = gzip(&body[..10]);
+        two.extend(gzip(&body[10..]));
+        for (what, stored) in [
+            ("gzip", gzip(&body)),
+            ("two members", two),
+            ("plain", body.clone()),
+        ] {
+            let mut r = RecordReader::new(Limits::default()).with_sha256();
+            assert_eq!(
+                r.read(&stored[..], &mut |_| true).unwrap(),
+                Some(2),
+                "{what}"
+            );
+            assert_eq!(r.sha256(), Some(sha(&body)), "{what}");
+            // Stopped after the first record: no hash of a part.
+            assert_eq!(r.read(&stored[..], &mut |_| false).unwrap(), None, "{what}");
+            assert_eq!(r.sha256(), None, "{what}");
+        }
+        let mut plain = RecordReader::new(Limits::default());
+        plain.read(&body[..], &mut |_| true).unwrap();
+        assert_eq!(plain.sha256(), None, "not asked for");
     }
 }

@@ -35,6 +35,7 @@ use crate::records::{self, FileError, ReadStats, Record, RecordSink};
 use crate::select::{SelectError, Selection, Selector};
 use crate::source::{Fetched, Source};
 use crate::trigger::Day;
+use crate::validate::{self, FilesRead, PublicKeys, Validation};
 use crate::writer;
 
 /// Size of the multipart upload parts of a chunk: S3's minimum, 5 MiB. At most two
@@ -91,6 +92,8 @@ pub struct ShardOutput {
     pub selection: Option<Selection>,
     /// The chunks written, in order.
     pub chunks: Vec<ChunkEntry>,
+    /// What `VALIDATE` found (`None` when off).
+    pub validation: Option<Validation>,
     pub duration: Duration,
 }
 
@@ -115,6 +118,8 @@ struct Sink<'a> {
     /// The file being read, and why selection stopped the stage in it.
     key: String,
     refused: Option<SelectError>,
+    /// The files read with their SHA-256, when validating.
+    read: Option<FilesRead>,
 }
 
 impl RecordSink for Sink<'_> {
@@ -144,7 +149,14 @@ impl RecordSink for Sink<'_> {
         self.blocks.record(record)
     }
 
-    fn file_done(&mut self, key: &str, records: u64) {
+    fn wants_sha256(&self) -> bool {
+        self.read.is_some()
+    }
+
+    fn file_done(&mut self, key: &str, records: u64, sha256: Option<[u8; 32]>) {
+        if let (Some(read), Some(sha256)) = (&mut self.read, sha256) {
+            read.add(key, sha256);
+        }
         self.done.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(key, records, "file aggregated");
     }
@@ -259,6 +271,7 @@ pub async fn run(
     let records_stage = {
         let (progress, bucket, limits) = (progress.clone(), cfg.src_bucket.clone(), cfg.limits);
         let format = cfg.output_format;
+        let validate = !cfg.validate.is_off();
         let select = Selector::needed(cfg.day_by, cfg.dedup)
             .then(|| Selector::new(day, cfg.day_by, cfg.dedup, cfg.dedup_max_events));
         tokio::task::spawn_blocking(move || {
@@ -272,6 +285,7 @@ pub async fn run(
                 select,
                 key: String::new(),
                 refused: None,
+                read: validate.then(FilesRead::default),
             };
             let stats = records::read_files(files, limits, &mut sink)
                 .map_err(|e| file_error(&bucket, e))?;
@@ -284,7 +298,7 @@ pub async fn run(
             }
             sink.blocks.finish();
             let selection = sink.select.map(Selector::finish);
-            Ok((stats.unwrap_or_default(), selection))
+            Ok((stats.unwrap_or_default(), selection, sink.read))
         })
     };
     let output = DayOutput {
@@ -328,7 +342,7 @@ pub async fn run(
     // On the first error the other stages are dropped, closing their channels: each
     // thread stops at its next hand-over.
     let joined = tokio::try_join!(fetcher, records_stage, chunks_stage, writer_stage);
-    let ((), (stats, selection), (), chunks) = match joined {
+    let ((), (stats, selection, read), (), chunks) = match joined {
         Ok(done) => done,
         Err(e) => {
             if let Some(mp) = open_upload.take() {
@@ -345,11 +359,20 @@ pub async fn run(
             detail: format!("{} of {total} files were aggregated", stats.files),
         });
     }
+    let validation = match read {
+        Some(read) => {
+            let mut keys = PublicKeys::new(&cfg.cloudtrail, day).await;
+            let concurrency = (cfg.max_concurrent_lists, cfg.max_concurrent_gets);
+            Some(validate::check(s3, src_bucket, &mut keys, read, concurrency).await?)
+        }
+        None => None,
+    };
     check_deadline()?;
     Ok(ShardOutput {
         stats,
         selection,
         chunks,
+        validation,
         duration: started.elapsed(),
     })
 }

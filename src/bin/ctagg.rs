@@ -11,6 +11,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 use cloudtrail_aggregator::config::{ConfigErrors, OutputFormat, Setting};
 use cloudtrail_aggregator::select::{DayBy, Dedup};
 use cloudtrail_aggregator::trigger::Day;
+use cloudtrail_aggregator::validate::Validate;
 use cloudtrail_aggregator::{aggregate_day, aws, backfill, telemetry, Config, RunOptions, Summary};
 
 /// What `run` and `status` need besides their arguments, for their `--help`.
@@ -156,6 +157,11 @@ struct Overrides {
     #[arg(long, value_name = "DEDUP", ignore_case = true,
           value_parser = PossibleValuesParser::new(Dedup::names()))]
     dedup: Option<String>,
+    /// Overrides VALIDATE: off (the default), report or strict (check CloudTrail's signed
+    /// digests against every file read; strict fails the day on any problem).
+    #[arg(long, value_name = "VALIDATE", ignore_case = true,
+          value_parser = PossibleValuesParser::new(Validate::names()))]
+    validate: Option<String>,
     /// Overrides CHUNK_SIZE_BYTES.
     #[arg(long)]
     chunk_size_bytes: Option<u64>,
@@ -172,7 +178,7 @@ struct Overrides {
 
 impl Overrides {
     /// Each flag's variable and value, when given.
-    fn given(&self) -> [(&'static str, &'static str, Option<String>); 11] {
+    fn given(&self) -> [(&'static str, &'static str, Option<String>); 12] {
         let n = |v: Option<u64>| v.map(|n| n.to_string());
         [
             ("SRC_BUCKET", "--src-bucket", self.src_bucket.clone()),
@@ -182,6 +188,7 @@ impl Overrides {
             ("OUTPUT_FORMAT", "--format", self.format.clone()),
             ("DAY_BY", "--day-by", self.day_by.clone()),
             ("DEDUP", "--dedup", self.dedup.clone()),
+            ("VALIDATE", "--validate", self.validate.clone()),
             (
                 "CHUNK_SIZE_BYTES",
                 "--chunk-size-bytes",

@@ -1,0 +1,698 @@
+//! Validate: CloudTrail's signed digests checked against the log files a shard read
+//! (`VALIDATE=report|strict`).
+//!
+//! While the records stage reads a file it takes the SHA-256 of the decoded bytes
+//! ([`crate::records::RecordReader::with_sha256`]); nothing is read twice. After the
+//! shard's chunks are written, this stage:
+//!
+//! 1. lists the digest folders that cover the log folders read: for each
+//!    `…/ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/` read, `…/ACCOUNT/CloudTrail-Digest/REGION/`
+//!    of that day, and of the next day the digests ending before 02:00 UTC (a digest
+//!    covers the hour *before* its end time, so the next day's first one covers the
+//!    day's last deliveries);
+//! 2. reads each digest (GET, with `MAX_CONCURRENT_GETS` at once, in key order) with
+//!    its `x-amz-meta-signature`, and checks it with [`crate::digest`]: location,
+//!    signature by the key `ListPublicKeys` gives in the digest's region, and the chain
+//!    — each digest must name the one before it in its chain (per trail; `_backfill`
+//!    digests are a chain of their own);
+//! 3. compares the hashes: every log file a verified digest lists in a folder that was
+//!    read is **verified** (same SHA-256), **modified** (another), or **missing** (not
+//!    in the bucket); a file read that no verified digest lists is **not covered**.
+//!
+//! A digest that does not verify vouches for nothing: its files count as not covered
+//! (unless another digest lists them), and the link after it is not checked (its break
+//! is that digest's fault, already counted). A gap in a chain is a missing digest.
+//!
+//! The chains are checked one account and region at a time, so memory holds one
+//! group's digests; the files read are kept as a 128-bit hash of their key and their
+//! SHA-256 (~70 bytes a file). A shard is planned never to split an account and
+//! region when validating ([`crate::plan`]), so each shard checks its groups whole,
+//! and the day's counts are the sum of its shards'.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+
+use aws_sdk_s3::Client;
+use flate2::read::MultiGzDecoder;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use crate::config::Setting;
+use crate::digest::{self, DigestFile, Link, Metadata, PublicKey};
+use crate::error::Error;
+use crate::listing;
+use crate::trigger::Day;
+
+/// `VALIDATE`: whether digests are checked, and what a problem does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Validate {
+    /// Digests are not read.
+    #[default]
+    Off,
+    /// The day is written, and the manifest, metrics and log say what was found.
+    Report,
+    /// The day fails, with no manifest, on any file modified or missing or any digest
+    /// invalid or missing (files not covered stay a count).
+    Strict,
+}
+
+impl Setting for Validate {
+    const ALL: &'static [Self] = &[Validate::Off, Validate::Report, Validate::Strict];
+
+    fn name(self) -> &'static str {
+        match self {
+            Validate::Off => "off",
+            Validate::Report => "report",
+            Validate::Strict => "strict",
+        }
+    }
+}
+
+crate::setting_str!(Validate);
+
+impl Validate {
+    pub fn is_off(&self) -> bool {
+        *self == Validate::Off
+    }
+}
+
+/// What validation found, as the manifest's `validation` object (these names are read
+/// by tools: keep them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validation {
+    /// Log files read whose SHA-256 is the one a verified digest lists.
+    pub files_verified: u64,
+    /// Log files read whose SHA-256 is not the one a verified digest lists.
+    pub files_modified: u64,
+    /// Log files a verified digest lists, in a folder read, that are not in the bucket.
+    pub files_missing: u64,
+    /// Log files read that no verified digest lists (delivered after the newest
+    /// digest, validation off for the trail, or their digest invalid or missing).
+    pub files_not_covered: u64,
+    pub digests_verified: u64,
+    /// Digests with a bad signature, wrong location, unknown key, or unreadable.
+    pub digests_invalid: u64,
+    /// Gaps in a chain: digests named by the next one and not found.
+    pub digests_missing: u64,
+}
+
+impl Validation {
+    /// Adds another shard's counts.
+    pub fn add(&mut self, o: &Validation) {
+        self.files_verified += o.files_verified;
+        self.files_modified += o.files_modified;
+        self.files_missing += o.files_missing;
+        self.files_not_covered += o.files_not_covered;
+        self.digests_verified += o.digests_verified;
+        self.digests_invalid += o.digests_invalid;
+        self.digests_missing += o.digests_missing;
+    }
+
+    /// Whether anything was found that `strict` fails on.
+    pub fn failed(&self) -> bool {
+        self.files_modified + self.files_missing + self.digests_invalid + self.digests_missing > 0
+    }
+}
+
+impl std::fmt::Display for Validation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "log files: {} verified, {} modified, {} missing, {} not covered; digests: {} verified, {} invalid, {} missing",
+            self.files_verified,
+            self.files_modified,
+            self.files_missing,
+            self.files_not_covered,
+            self.digests_verified,
+            self.digests_invalid,
+            self.digests_missing
+        )
+    }
+}
+
+/// The log files a shard read: a 128-bit hash of each key with the SHA-256 of its
+/// decoded bytes, and the folders they are in.
+#[derive(Debug, Default)]
+pub struct FilesRead {
+    files: HashMap<u128, FileRead>,
+    folders: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FileRead {
+    sha256: [u8; 32],
+    covered: bool,
+}
+
+fn key_id(key: &str) -> u128 {
+    twox_hash::xxhash3_128::Hasher::oneshot(key.as_bytes())
+}
+
+/// The folder of a key, with its last `/`.
+fn folder_of(key: &str) -> &str {
+    key.rfind('/').map_or("", |i| &key[..=i])
+}
+
+impl FilesRead {
+    /// A file read to its end.
+    pub fn add(&mut self, key: &str, sha256: [u8; 32]) {
+        let folder = folder_of(key);
+        if !self.folders.contains(folder) {
+            self.folders.insert(folder.to_string());
+        }
+        let read = FileRead {
+            sha256,
+            covered: false,
+        };
+        self.files.insert(key_id(key), read);
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+/// `…/ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/` → (`…/ACCOUNT/CloudTrail-Digest/REGION/`, day).
+fn digest_region_of(log_folder: &str) -> Option<(String, Day)> {
+    let i = log_folder.rfind("/CloudTrail/")?;
+    let rest = &log_folder[i + "/CloudTrail/".len()..];
+    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let [region, y, m, d] = parts.as_slice() else {
+        return None;
+    };
+    let day = Day::from_ymd(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)?;
+    let prefix = format!("{}/CloudTrail-Digest/{region}/", &log_folder[..i]);
+    Some((prefix, day))
+}
+
+/// The digest folders to list for `folders` (log folders): folder → the end-time
+/// cut-off of the names taken from it (`None`: all), grouped by account and region
+/// (the map's order).
+pub fn digest_folders(folders: &BTreeSet<String>) -> BTreeMap<String, Option<String>> {
+    let mut out: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for f in folders {
+        let Some((region, day)) = digest_region_of(f) else {
+            continue;
+        };
+        out.insert(format!("{region}{}", day.path()), None);
+        if let Some(next) = day.succ() {
+            let cutoff = format!("{}T02", next.0.format("%Y%m%d"));
+            out.entry(format!("{region}{}", next.path()))
+                .or_insert(Some(cutoff));
+        }
+    }
+    out
+}
+
+/// A digest key's name, parsed: the chain it belongs to and its end time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DigestName {
+    /// `…/CloudTrail-Digest/REGION/` plus the name without its time (and `_backfill`
+    /// kept): digests of one chain share it.
+    chain: String,
+    /// `YYYYMMDDTHHMMSSZ`.
+    time: String,
+}
+
+fn digest_name(key: &str) -> Option<DigestName> {
+    let name = key.rsplit('/').next()?;
+    let stem = name.strip_suffix(".json.gz")?;
+    let (stem, backfill) = match stem.strip_suffix("_backfill") {
+        Some(s) => (s, "_backfill"),
+        None => (stem, ""),
+    };
+    let (head, time) = stem.rsplit_once('_')?;
+    if time.len() != 16 || !time.ends_with('Z') {
+        return None;
+    }
+    let region = key.split("/CloudTrail-Digest/").nth(1)?.split('/').next()?;
+    let chain = format!("{region}/{head}{backfill}");
+    Some(DigestName {
+        chain,
+        time: time.to_string(),
+    })
+}
+
+/// The region of a digest key (`…/CloudTrail-Digest/REGION/…`).
+fn region_of(key: &str) -> Option<&str> {
+    key.split("/CloudTrail-Digest/").nth(1)?.split('/').next()
+}
+
+/// The account-and-region group of a digest key (the folder before the date).
+fn group_of(key: &str) -> &str {
+    match key.find("/CloudTrail-Digest/") {
+        Some(i) => {
+            let after = i + "/CloudTrail-Digest/".len();
+            let end = key[after..].find('/').map_or(key.len(), |j| after + j + 1);
+            &key[..end]
+        }
+        None => key,
+    }
+}
+
+/// One digest object as read.
+#[derive(Debug, Clone)]
+pub struct DigestObject {
+    pub key: String,
+    /// Uncompressed bytes, or why they could not be had.
+    pub body: Result<Vec<u8>, String>,
+    pub signature: Option<String>,
+    pub signature_algorithm: Option<String>,
+}
+
+/// The synchronous core: digests of one account and region at a time, checked against
+/// the files read.
+pub struct Checker<'a> {
+    bucket: &'a str,
+    read: FilesRead,
+    /// The digest folders listed ([`digest_folders`]): a digest named in them was
+    /// listed, if it exists.
+    listed: BTreeMap<String, Option<String>>,
+    counts: Validation,
+}
+
+impl<'a> Checker<'a> {
+    /// A checker of the digests of `read`'s folders, in `bucket`.
+    pub fn new(bucket: &'a str, read: FilesRead) -> Checker<'a> {
+        Checker {
+            bucket,
+            listed: digest_folders(&read.folders),
+            read,
+            counts: Validation::default(),
+        }
+    }
+
+    /// The digest folders to list, and the end-time cut-off of each.
+    pub fn digest_folders(&self) -> &BTreeMap<String, Option<String>> {
+        &self.listed
+    }
+
+    /// Whether the digest `key` would have been listed.
+    fn listed(&self, key: &str) -> bool {
+        match (self.listed.get(folder_of(key)), digest_name(key)) {
+            (Some(None), Some(_)) => true,
+            (Some(Some(cutoff)), Some(n)) => n.time.as_str() < cutoff.as_str(),
+            _ => false,
+        }
+    }
+
+    /// Checks the digests of one account and region (any order) with `keys`, the public
+    /// keys of their region.
+    pub fn group(&mut self, mut digests: Vec<DigestObject>, keys: &[PublicKey]) {
+        let mut chains: BTreeMap<String, Vec<(String, DigestObject)>> = BTreeMap::new();
+        for d in digests.drain(..) {
+            match digest_name(&d.key) {
+                Some(n) => chains.entry(n.chain).or_default().push((n.time, d)),
+                None => {
+                    // Listed in a digest folder, but not named as a digest is.
+                    self.invalid(&d.key, "its name is not a CloudTrail digest's");
+                }
+            }
+        }
+        for (_, mut chain) in chains {
+            chain.sort_by(|a, b| a.0.cmp(&b.0));
+            self.chain(chain.into_iter().map(|(_, d)| d).collect(), keys);
+        }
+    }
+
+    fn invalid(&mut self, key: &str, why: &str) {
+        self.counts.digests_invalid += 1;
+        warn!(object = %format!("s3://{}/{key}", self.bucket), problem = why, "digest invalid");
+    }
+
+    /// One chain, oldest first.
+    fn chain(&mut self, chain: Vec<DigestObject>, keys: &[PublicKey]) {
+        // The previous digest, when it verified: (parsed, its signature).
+        let mut prev: Option<(DigestFile, Option<String>)> = None;
+        let mut first = true;
+        for d in chain {
+            let parsed = match &d.body {
+                Ok(bytes) => digest::parse(bytes).map_err(|e| e.to_string()),
+                Err(e) => Err(e.clone()),
+            };
+            let parsed = match parsed {
+                Ok(p) => p,
+                Err(why) => {
+                    self.invalid(&d.key, &why);
+                    prev = None;
+                    first = false;
+                    continue;
+                }
+            };
+            let meta = Metadata {
+                signature: d.signature.as_deref(),
+                signature_algorithm: d.signature_algorithm.as_deref(),
+            };
+            if let Err(e) = digest::check(&parsed, (self.bucket, &d.key), meta, keys) {
+                self.invalid(&d.key, &e.to_string());
+                prev = None;
+                first = false;
+                continue;
+            }
+            self.counts.digests_verified += 1;
+            if let Some((p, sig)) = &prev {
+                if let Link::Gap { names } = digest::link(p, sig.as_deref(), &parsed) {
+                    self.counts.digests_missing += 1;
+                    warn!(object = %format!("s3://{}/{}", self.bucket, d.key), names = %format!("s3://{names}"),
+                        "digest chain broken: the digest it names is missing or not the one before it");
+                }
+            } else if !first {
+                debug!(key = %d.key, "chain not checked: the digest before it did not verify");
+            } else if let Some(names) = self.named_and_unlisted(&parsed) {
+                // The first of its chain here names a digest that would have been
+                // listed with it: that one is gone.
+                self.counts.digests_missing += 1;
+                warn!(object = %format!("s3://{}/{}", self.bucket, d.key), names = %format!("s3://{}/{names}", self.bucket),
+                    "digest chain broken: the digest it names is missing");
+            }
+            self.files(&parsed);
+            prev = Some((parsed, d.signature));
+            first = false;
+        }
+    }
+
+    /// The previous digest `d` names, when it is in this bucket and in a folder listed
+    /// (so that, had it existed, it would be in the chain before `d`).
+    fn named_and_unlisted(&self, d: &DigestFile) -> Option<String> {
+        let g = &d.digest;
+        let (bucket, key) = (
+            g.previous_digest_s3_bucket.as_deref()?,
+            g.previous_digest_s3_object.as_deref()?,
+        );
+        (bucket == self.bucket && self.listed(key)).then(|| key.to_string())
+    }
+
+    /// The log files a verified digest lists, against the files read.
+    fn files(&mut self, d: &DigestFile) {
+        for f in &d.digest.log_files {
+            if f.s3_bucket != self.bucket || !self.read.folders.contains(folder_of(&f.s3_object)) {
+                continue;
+            }
+            let object = || format!("s3://{}/{}", f.s3_bucket, f.s3_object);
+            match self.read.files.get_mut(&key_id(&f.s3_object)) {
+                Some(r) => {
+                    let first_time = !r.covered;
+                    r.covered = true;
+                    let same = hex::decode(f.hash_value.trim())
+                        .is_ok_and(|h| h.as_slice() == r.sha256.as_slice());
+                    if same {
+                        self.counts.files_verified += u64::from(first_time);
+                    } else {
+                        self.counts.files_modified += 1;
+                        warn!(object = %object(), digest = %d.digest.digest_s3_object,
+                            "log file modified: its SHA-256 is not the one its digest lists");
+                    }
+                }
+                None => {
+                    self.counts.files_missing += 1;
+                    warn!(object = %object(), digest = %d.digest.digest_s3_object,
+                        "log file missing: its digest lists it, the bucket does not have it");
+                }
+            }
+        }
+    }
+
+    /// The counts; files read that no verified digest listed are not covered.
+    pub fn finish(mut self) -> Validation {
+        self.counts.files_not_covered =
+            self.read.files.values().filter(|r| !r.covered).count() as u64;
+        self.counts
+    }
+}
+
+/// The CloudTrail client configuration `ListPublicKeys` is asked with ([`Config`]'s
+/// `cloudtrail`). By default (`None`) the SDK's standard configuration
+/// ([`crate::aws::sdk_config`]: the same credentials, region and retries as S3; the
+/// endpoint from `AWS_ENDPOINT_URL_CLOUDTRAIL`), loaded once per process when first
+/// needed. Not a setting: every two compare equal.
+///
+/// [`Config`]: crate::Config
+#[derive(Clone, Default)]
+pub struct CloudTrailConfig(Option<aws_sdk_cloudtrail::config::Builder>);
+
+impl CloudTrailConfig {
+    /// This configuration (tests, or a caller with clients of its own).
+    pub fn with(builder: aws_sdk_cloudtrail::config::Builder) -> CloudTrailConfig {
+        CloudTrailConfig(Some(builder))
+    }
+
+    async fn builder(&self) -> aws_sdk_cloudtrail::config::Builder {
+        static SDK: tokio::sync::OnceCell<aws_config::SdkConfig> =
+            tokio::sync::OnceCell::const_new();
+        match &self.0 {
+            Some(b) => b.clone(),
+            None => {
+                let sdk = SDK.get_or_init(crate::aws::sdk_config).await;
+                aws_sdk_cloudtrail::config::Builder::from(sdk)
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for CloudTrailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.0.is_some() {
+            "given"
+        } else {
+            "standard"
+        };
+        write!(f, "CloudTrailConfig({what})")
+    }
+}
+
+impl PartialEq for CloudTrailConfig {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for CloudTrailConfig {}
+
+/// CloudTrail's public keys, asked once per region with `ListPublicKeys`.
+pub struct PublicKeys {
+    base: aws_sdk_cloudtrail::config::Builder,
+    range: (aws_smithy_types::DateTime, aws_smithy_types::DateTime),
+    cache: HashMap<String, Vec<PublicKey>>,
+}
+
+impl PublicKeys {
+    /// Keys valid from the day before `day` to three days after (the digests of a
+    /// `DAY_BY=event` day reach into the day after next).
+    pub async fn new(cloudtrail: &CloudTrailConfig, day: Day) -> PublicKeys {
+        let at = |d: chrono::NaiveDate| {
+            let t = d.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+            aws_smithy_types::DateTime::from_secs(t.timestamp())
+        };
+        let start = at(day.0 - chrono::Days::new(1));
+        let end = at(day.0 + chrono::Days::new(3));
+        PublicKeys {
+            base: cloudtrail.builder().await,
+            range: (start, end),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The keys of `region`.
+    pub async fn of(&mut self, region: &str) -> Result<&[PublicKey], Error> {
+        if !self.cache.contains_key(region) {
+            let keys = self.list(region).await?;
+            info!(region, keys = keys.len(), "public keys listed");
+            self.cache.insert(region.to_string(), keys);
+        }
+        Ok(&self.cache[region])
+    }
+
+    async fn list(&self, region: &str) -> Result<Vec<PublicKey>, Error> {
+        let conf = self
+            .base
+            .clone()
+            .region(aws_sdk_cloudtrail::config::Region::new(region.to_string()))
+            .build();
+        let client = aws_sdk_cloudtrail::Client::from_conf(conf);
+        let mut pages = client
+            .list_public_keys()
+            .start_time(self.range.0)
+            .end_time(self.range.1)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.try_next().await.map_err(|e| Error::PublicKeys {
+            region: region.to_string(),
+            detail: crate::error::error_chain(&e),
+        })? {
+            for k in page.public_key_list() {
+                if let Some(v) = k.value() {
+                    keys.push(PublicKey::new(v.as_ref().to_vec()));
+                }
+            }
+        }
+        Ok(keys)
+    }
+}
+
+/// Lists and reads the digests covering `read` and checks them (see the module doc):
+/// `lists` listings and `gets` GETs at once, digests handed on in key order.
+pub async fn check(
+    s3: &Client,
+    bucket: &str,
+    keys: &mut PublicKeys,
+    read: FilesRead,
+    (lists, gets): (usize, usize),
+) -> Result<Validation, Error> {
+    let files_read = read.len();
+    let mut checker = Checker::new(bucket, read);
+    let folders = checker.digest_folders().clone();
+    let folder_count = folders.len();
+    let listed = futures::stream::iter(folders)
+        .map(|(folder, cutoff)| async move {
+            let (_, objects) = listing::list_level(s3, bucket, &folder).await?;
+            let wanted = objects.into_iter().filter(move |o| match &cutoff {
+                None => true,
+                Some(c) => digest_name(&o.key).is_some_and(|n| n.time.as_str() < c.as_str()),
+            });
+            Ok::<_, Error>(futures::stream::iter(wanted.map(|o| Ok(o.key))))
+        })
+        .buffered(lists.max(1))
+        .try_flatten();
+    let fetched = listed
+        .map_ok(|key| read_digest(s3, bucket, key))
+        .try_buffered(gets.max(1));
+    let mut fetched = std::pin::pin!(fetched);
+    let (mut group, mut total) = (Vec::<DigestObject>::new(), 0u64);
+    while let Some(d) = fetched.next().await {
+        let d = d?;
+        total += 1;
+        if group
+            .first()
+            .is_some_and(|g| group_of(&g.key) != group_of(&d.key))
+        {
+            let g = std::mem::take(&mut group);
+            check_group(&mut checker, keys, g).await?;
+        }
+        group.push(d);
+    }
+    if !group.is_empty() {
+        check_group(&mut checker, keys, group).await?;
+    }
+    let v = checker.finish();
+    info!(files_read, digest_folders = folder_count, digests = total, validation = %v, "digests checked");
+    Ok(v)
+}
+
+async fn check_group(
+    checker: &mut Checker<'_>,
+    keys: &mut PublicKeys,
+    group: Vec<DigestObject>,
+) -> Result<(), Error> {
+    let region = region_of(&group[0].key).unwrap_or_default().to_string();
+    let keys = keys.of(&region).await?;
+    checker.group(group, keys);
+    Ok(())
+}
+
+/// GETs one digest: its body, gunzipped, and its signature metadata. A body that is
+/// not gzip JSON is the digest's problem (counted invalid), not the run's; a GET that
+/// fails (after the SDK's retries) fails the run.
+async fn read_digest(s3: &Client, bucket: &str, key: String) -> Result<DigestObject, Error> {
+    let what = "GetObject (a digest)";
+    let out = s3
+        .get_object()
+        .bucket(bucket)
+        .key(&key)
+        .send()
+        .await
+        .map_err(|e| Error::s3(what, bucket, &key, e))?;
+    let meta = out.metadata().cloned().unwrap_or_default();
+    let gz = out
+        .body
+        .collect()
+        .await
+        .map_err(|e| Error::s3_read(what, bucket, &key, &e))?
+        .into_bytes();
+    let mut body = Vec::new();
+    let body = match MultiGzDecoder::new(gz.as_ref()).read_to_end(&mut body) {
+        Ok(_) => Ok(body),
+        Err(e) => Err(format!("its body is not gzip: {e}")),
+    };
+    Ok(DigestObject {
+        key,
+        body,
+        signature: meta.get("signature").cloned(),
+        signature_algorithm: meta.get("signature-algorithm").cloned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The digest folders of a day's log folders: the day's whole, the next day's
+    /// first hours; the org and single-account layouts.
+    #[test]
+    fn digest_folders_of_log_folders() {
+        let folders: BTreeSet<String> = [
+            "AWSLogs/o-abcdefghij/222222222222/CloudTrail/us-east-1/2024/02/12/",
+            "AWSLogs/111111111111/CloudTrail/eu-west-1/2024/02/12/",
+            "AWSLogs/111111111111/CloudTrail/eu-west-1/2024/02/13/",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        let got: Vec<(String, Option<String>)> = digest_folders(&folders).into_iter().collect();
+        let want = [
+            (
+                "AWSLogs/111111111111/CloudTrail-Digest/eu-west-1/2024/02/12/",
+                None,
+            ),
+            (
+                "AWSLogs/111111111111/CloudTrail-Digest/eu-west-1/2024/02/13/",
+                None,
+            ),
+            (
+                "AWSLogs/111111111111/CloudTrail-Digest/eu-west-1/2024/02/14/",
+                Some("20240214T02"),
+            ),
+            (
+                "AWSLogs/o-abcdefghij/222222222222/CloudTrail-Digest/us-east-1/2024/02/12/",
+                None,
+            ),
+            (
+                "AWSLogs/o-abcdefghij/222222222222/CloudTrail-Digest/us-east-1/2024/02/13/",
+                Some("20240213T02"),
+            ),
+        ];
+        let want: Vec<(String, Option<String>)> = want
+            .iter()
+            .map(|(f, c)| (f.to_string(), c.map(String::from)))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    /// A digest's chain and time come from its name; `_backfill` digests are a chain
+    /// of their own; trail names may hold underscores.
+    #[test]
+    fn digest_names() {
+        let p = "AWSLogs/111111111111/CloudTrail-Digest/eu-west-1/2024/02/12/";
+        let n = digest_name(&format!("{p}111111111111_CloudTrail-Digest_eu-west-1_my_trail_us-east-1_20240212T063000Z.json.gz")).unwrap();
+        assert_eq!(n.time, "20240212T063000Z");
+        assert_eq!(
+            n.chain,
+            "eu-west-1/111111111111_CloudTrail-Digest_eu-west-1_my_trail_us-east-1"
+        );
+        let b = digest_name(&format!("{p}111111111111_CloudTrail-Digest_eu-west-1_my_trail_us-east-1_20240212T063000Z_backfill.json.gz")).unwrap();
+        assert_eq!(b.time, n.time);
+        assert_ne!(b.chain, n.chain);
+        assert_eq!(digest_name(&format!("{p}notes.txt")), None);
+        assert_eq!(
+            group_of(&format!("{p}x.json.gz")),
+            "AWSLogs/111111111111/CloudTrail-Digest/eu-west-1/"
+        );
+        assert_eq!(region_of(&format!("{p}x.json.gz")), Some("eu-west-1"));
+    }
+}

@@ -1,0 +1,709 @@
+//! `VALIDATE`: a day of log files and CloudTrail digests signed with a key made here, on a
+//! real S3 protocol server (s3s-fs in-process), with `ListPublicKeys` answered by a small
+//! server on loopback. Each outcome is provoked by tampering as an attacker would, and
+//! counted in the manifest; `strict` fails the day on it, with no manifest and no chunks.
+//!
+//! The digests are written as CloudTrail writes them (the AWS CLI's `validation.py` and
+//! the User Guide: see `tests/fixtures/cloudtrail-digest/SOURCES.md`): hourly, per
+//! account and region, chained, the signature in `x-amz-meta-signature` over
+//! `digestEndTime \n bucket/key \n hex SHA-256 of the uncompressed digest \n
+//! previousDigestSignature` (`null` for the first). That string is built here by hand,
+//! not with the library's `digest::string_to_sign`.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{KeyPair, RsaKeyPair, RSA_PKCS1_SHA256};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use base64::Engine;
+use cloudtrail_aggregator::manifest::Manifest;
+use cloudtrail_aggregator::validate::{CloudTrailConfig, Validation};
+use cloudtrail_aggregator::{aggregate_day, Config, Day, Error, RunOptions};
+use common::*;
+use serde_json::json;
+
+/// Short names: s3s-fs keeps user metadata in a file named after the base64 of bucket
+/// and key, which must fit a file name (255 bytes).
+const SRC: &str = "ctl";
+const DST: &str = "aggregated";
+const MANIFEST: &str = "cloudtrail-daily/2024/02/12/_manifest.json";
+const TRAIL: &str = "t_1";
+
+fn day() -> Day {
+    "2024-02-12".parse().unwrap()
+}
+
+/// (prefix, account): an organisation trail's layout and a single account's.
+const LAYOUTS: [(&str, &str); 2] = [
+    ("AWSLogs/o-abcdefghij/", "222222222222"),
+    ("AWSLogs/", "111111111111"),
+];
+const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
+/// Delivery times (HHMM) of each account and region's files on the day.
+const TIMES: [usize; 4] = [15, 530, 1200, 2345];
+
+/// An RSA key pair and its public key in both of the DER layouts AWS has published.
+struct Signer {
+    pair: RsaKeyPair,
+    pkcs1: Vec<u8>,
+    spki: Vec<u8>,
+}
+
+impl Signer {
+    fn new() -> Signer {
+        let pair = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+        let pkcs1 = pair.public_key().as_ref().to_vec();
+        let spki = AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(pair.public_key())
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        Signer { pair, pkcs1, spki }
+    }
+
+    fn sign(&self, message: &str) -> String {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let mut sig = vec![0; self.pair.public_modulus_len()];
+        self.pair
+            .sign(&RSA_PKCS1_SHA256, &rng, message.as_bytes(), &mut sig)
+            .unwrap();
+        hex::encode(sig)
+    }
+}
+
+fn md5_hex(der: &[u8]) -> String {
+    use md5::Digest as _;
+    hex::encode(md5::Md5::digest(der))
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b))
+}
+
+/// One object of the source bucket: key, stored bytes, user metadata.
+#[derive(Clone)]
+struct Obj {
+    key: String,
+    body: Vec<u8>,
+    meta: Vec<(String, String)>,
+}
+
+/// The day's log files and their digests: per account and region, the files at
+/// [`TIMES`] and 25 hourly digests ending at 00:30 on the day through 00:30 the next
+/// (each listing the files delivered in the hour before its end), one chain.
+fn signed_day(signer: &Signer, fingerprint_der: &[u8]) -> (Vec<Obj>, Vec<Obj>) {
+    let fingerprint = md5_hex(fingerprint_der);
+    let (mut logs, mut digests) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    for (prefix, account) in LAYOUTS {
+        for region in REGIONS {
+            let mut files = Vec::new();
+            for t in TIMES {
+                let recs: Vec<String> = (0..3)
+                    .map(|_| {
+                        i += 1;
+                        record(account, region, (t / 100) * 3600 + (t % 100) * 60 + i % 60)
+                    })
+                    .collect();
+                let body = delivery(&recs);
+                let key = log_key(prefix, account, region, "2024/02/12", t);
+                files.push((t, key.clone(), sha256_hex(&body)));
+                logs.push(Obj {
+                    key,
+                    body: gzip(&body),
+                    meta: vec![],
+                });
+            }
+            let mut prev: Option<(String, String, String)> = None; // key, sha, signature
+            for h in 0..25usize {
+                let (date, folder, hour) = if h < 24 {
+                    ("20240212", "2024/02/12", h)
+                } else {
+                    ("20240213", "2024/02/13", 0)
+                };
+                let stamp = format!("{date}T{hour:02}3000Z");
+                let end = format!(
+                    "{}-{}-{}T{hour:02}:30:00Z",
+                    &date[..4],
+                    &date[4..6],
+                    &date[6..]
+                );
+                let key = format!(
+                    "{prefix}{account}/CloudTrail-Digest/{region}/{folder}/{account}_CloudTrail-Digest_{region}_{TRAIL}_us-east-1_{stamp}.json.gz"
+                );
+                // Files delivered in [end - 1 h, end): HHMM in [(h-1)*100+30, h*100+30).
+                let from = (h as i64 - 1) * 100 + 30;
+                let to = h as i64 * 100 + 30;
+                let listed: Vec<serde_json::Value> = files
+                    .iter()
+                    .filter(|(t, _, _)| (*t as i64) >= from && (*t as i64) < to)
+                    .map(|(_, k, sha)| {
+                        json!({"s3Bucket": SRC, "s3Object": k, "hashValue": sha, "hashAlgorithm": "SHA-256",
+                               "newestEventTime": end, "oldestEventTime": end})
+                    })
+                    .collect();
+                let (pb, pk, ph, ps) = match &prev {
+                    Some((k, sha, sig)) => (json!(SRC), json!(k), json!(sha), json!(sig)),
+                    None => (json!(null), json!(null), json!(null), json!(null)),
+                };
+                let body = serde_json::to_vec(&json!({
+                    "awsAccountId": account,
+                    "digestStartTime": end, "digestEndTime": end,
+                    "digestS3Bucket": SRC, "digestS3Object": key,
+                    "digestPublicKeyFingerprint": fingerprint,
+                    "digestSignatureAlgorithm": "SHA256withRSA",
+                    "newestEventTime": null, "oldestEventTime": null,
+                    "previousDigestS3Bucket": pb, "previousDigestS3Object": pk,
+                    "previousDigestHashValue": ph, "previousDigestHashAlgorithm": "SHA-256",
+                    "previousDigestSignature": ps,
+                    "logFiles": listed,
+                }))
+                .unwrap();
+                let sha = sha256_hex(&body);
+                let prev_sig = prev.as_ref().map_or("null".to_string(), |p| p.2.clone());
+                let signature = signer.sign(&format!("{end}\n{SRC}/{key}\n{sha}\n{prev_sig}"));
+                digests.push(Obj {
+                    key: key.clone(),
+                    body: gzip(&body),
+                    meta: vec![
+                        ("signature".into(), signature.clone()),
+                        ("signature-algorithm".into(), "SHA256withRSA".into()),
+                    ],
+                });
+                prev = Some((key, sha, signature));
+            }
+        }
+    }
+    (logs, digests)
+}
+
+async fn put_obj(s3: &Client, o: &Obj) {
+    let mut req = s3
+        .put_object()
+        .bucket(SRC)
+        .key(&o.key)
+        .body(ByteStream::from(o.body.clone()));
+    for (k, v) in &o.meta {
+        req = req.metadata(k, v);
+    }
+    req.send().await.unwrap();
+}
+
+/// A `ListPublicKeys` endpoint on loopback answering with `keys` (DER), recording the
+/// region each request was signed for.
+async fn key_server(keys: Vec<Vec<u8>>) -> (String, Arc<Mutex<Vec<String>>>) {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    let regions = Arc::new(Mutex::new(Vec::new()));
+    let list: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|der| {
+            json!({"Value": base64::engine::general_purpose::STANDARD.encode(der),
+                   "ValidityStartTime": 1_700_000_000, "ValidityEndTime": 1_800_000_000,
+                   "Fingerprint": md5_hex(der)})
+        })
+        .collect();
+    let body = json!({ "PublicKeyList": list }).to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = regions.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let (body, seen) = (body.clone(), seen.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let target = req
+                        .headers()
+                        .get("x-amz-target")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    // Credential=AKID/DATE/REGION/cloudtrail/aws4_request
+                    let region = auth.split('/').nth(2).unwrap_or_default().to_string();
+                    seen.lock().unwrap().push(region);
+                    let ok = target.ends_with(".ListPublicKeys");
+                    let (status, text) = if ok {
+                        (200, body.clone())
+                    } else {
+                        (
+                            400,
+                            format!("{{\"__type\":\"UnknownOperation\",\"message\":\"{target}\"}}"),
+                        )
+                    };
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/x-amz-json-1.1")
+                                .body(Full::new(bytes::Bytes::from(text)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(conn);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), regions)
+}
+
+fn cloudtrail_at(endpoint: &str) -> CloudTrailConfig {
+    CloudTrailConfig::with(
+        aws_sdk_cloudtrail::config::Builder::new()
+            .behavior_version(aws_sdk_cloudtrail::config::BehaviorVersion::latest())
+            .credentials_provider(aws_sdk_cloudtrail::config::Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "tests",
+            ))
+            .region(aws_sdk_cloudtrail::config::Region::new(REGION))
+            .endpoint_url(endpoint),
+    )
+}
+
+/// A fresh bucket holding `logs` and `digests`, after `tamper` has had its way with
+/// them (and with the bucket), then the day run with `vars`.
+struct Run {
+    result: Result<Manifest, Error>,
+    s3: Client,
+    regions: Vec<String>,
+    _server: S3,
+}
+
+async fn run(
+    vars: &[(&str, &str)],
+    served: Vec<Vec<u8>>,
+    logs: &[Obj],
+    digests: &[Obj],
+    tamper: impl AsyncFnOnce(&Client),
+) -> Run {
+    let server = S3::new();
+    let s3 = server.client();
+    create_bucket(&s3, SRC).await;
+    create_bucket(&s3, DST).await;
+    for o in logs.iter().chain(digests) {
+        put_obj(&s3, o).await;
+    }
+    tamper(&s3).await;
+    let (endpoint, regions) = key_server(served).await;
+    let mut vars = vars.to_vec();
+    vars.push(("SRC_BUCKET", SRC));
+    let mut cfg: Config = config_with(&vars);
+    cfg.cloudtrail = cloudtrail_at(&endpoint);
+    let result = match aggregate_day(&s3, &cfg, day(), RunOptions::default()).await {
+        Ok(summary) => Ok(summary.manifest),
+        Err(e) => Err(e),
+    };
+    let regions = regions.lock().unwrap().clone();
+    Run {
+        result,
+        s3,
+        regions,
+        _server: server,
+    }
+}
+
+fn all_good() -> Validation {
+    Validation {
+        files_verified: 16,
+        digests_verified: 100,
+        ..Validation::default()
+    }
+}
+
+/// An untouched signed day verifies whole — every file, every digest — in both
+/// layouts, both DER encodings of the key, NDJSON and Parquet, `DAY_BY=event`, and a
+/// plan of shards; `ListPublicKeys` is asked in each digest's own region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untouched_signed_day_verifies_whole() {
+    let signer = Signer::new();
+    for (encoding, der) in [("pkcs1", &signer.pkcs1), ("spki", &signer.spki)] {
+        let (logs, digests) = signed_day(&signer, der);
+        for vars in [
+            vec![("VALIDATE", "report")],
+            vec![("VALIDATE", "strict"), ("OUTPUT_FORMAT", "parquet")],
+            vec![("VALIDATE", "strict"), ("DAY_BY", "event")],
+            vec![("VALIDATE", "strict"), ("SHARD_MAX_FILES", "4")],
+        ] {
+            let r = run(&vars, vec![der.clone()], &logs, &digests, async |_| {}).await;
+            let m = r
+                .result
+                .unwrap_or_else(|e| panic!("{encoding} {vars:?}: {e}"));
+            assert_eq!(m.validation, Some(all_good()), "{encoding} {vars:?}");
+            assert_eq!(m.source_files, 16);
+            if vars.contains(&("SHARD_MAX_FILES", "4")) {
+                assert_eq!(m.shards.len(), 4, "one account and region per shard");
+            }
+            let mut regions = r.regions.clone();
+            regions.sort();
+            regions.dedup();
+            assert_eq!(regions, ["eu-west-1", "us-east-1"], "{vars:?}");
+        }
+    }
+    // Off: no digest is read, and the manifest has no validation.
+    let (logs, digests) = signed_day(&signer, &signer.pkcs1);
+    let r = run(&[], vec![], &logs, &digests, async |_| {}).await;
+    assert_eq!(r.result.unwrap().validation, None);
+    assert!(
+        r.regions.is_empty(),
+        "ListPublicKeys asked with VALIDATE=off"
+    );
+}
+
+/// Replaces an object's body (metadata kept, as an attacker with write access would).
+async fn rewrite(s3: &Client, digests: &[Obj], key: &str, body: Vec<u8>) {
+    let mut o = digests.iter().find(|o| o.key == key).unwrap().clone();
+    o.body = body;
+    put_obj(s3, &o).await;
+}
+
+fn digest_key(prefix: &str, account: &str, region: &str, folder: &str, stamp: &str) -> String {
+    format!("{prefix}{account}/CloudTrail-Digest/{region}/{folder}/{account}_CloudTrail-Digest_{region}_{TRAIL}_us-east-1_{stamp}.json.gz")
+}
+
+/// Each tampering gives its outcome, counted and in `report` written; `strict` fails
+/// the day on it, writing no manifest and leaving no chunk. A day whose last digest is
+/// not delivered yet has files not covered, which `strict` lets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tampering_is_counted_and_strict_fails_the_day() {
+    let signer = Signer::new();
+    let other = Signer::new();
+    let (logs, digests) = signed_day(&signer, &signer.spki);
+    let (prefix, account) = LAYOUTS[0];
+    let region = REGIONS[0];
+    let log_0530 = log_key(prefix, account, region, "2024/02/12", 530);
+    let dig = |folder: &str, stamp: &str| digest_key(prefix, account, region, folder, stamp);
+    let covering_0530 = dig("2024/02/12", "20240212T063000Z");
+    let last = dig("2024/02/13", "20240213T003000Z");
+    let good = all_good();
+    type Case = (&'static str, Validation, bool);
+    let cases: Vec<Case> = vec![
+        // One byte of one record changed, the file gzipped again.
+        (
+            "modified",
+            Validation {
+                files_verified: 15,
+                files_modified: 1,
+                ..good
+            },
+            true,
+        ),
+        (
+            "deleted",
+            Validation {
+                files_verified: 15,
+                files_missing: 1,
+                ..good
+            },
+            true,
+        ),
+        // A digest's hash list edited without signing again: it vouches for nothing.
+        (
+            "edited digest",
+            Validation {
+                files_verified: 15,
+                files_not_covered: 1,
+                digests_verified: 99,
+                digests_invalid: 1,
+                ..good
+            },
+            true,
+        ),
+        // A digest removed from the middle of its chain: a gap.
+        (
+            "removed digest",
+            Validation {
+                files_verified: 15,
+                files_not_covered: 1,
+                digests_verified: 99,
+                digests_missing: 1,
+                ..good
+            },
+            true,
+        ),
+        // A digest copied to another key (and the original removed): wrong location.
+        (
+            "moved digest",
+            Validation {
+                files_verified: 15,
+                files_not_covered: 1,
+                digests_verified: 99,
+                digests_invalid: 1,
+                ..good
+            },
+            true,
+        ),
+        // A digest signed by a key CloudTrail does not publish.
+        (
+            "unknown key",
+            Validation {
+                files_verified: 15,
+                files_not_covered: 1,
+                digests_verified: 99,
+                digests_invalid: 1,
+                ..good
+            },
+            true,
+        ),
+        // The day's last digest not delivered yet (a run at 00:40): not a failure.
+        (
+            "last digest not yet",
+            Validation {
+                files_verified: 15,
+                files_not_covered: 1,
+                digests_verified: 99,
+                ..good
+            },
+            false,
+        ),
+    ];
+    for (case, want, fails) in cases {
+        for mode in ["report", "strict"] {
+            let tamper = async |s3: &Client| match case {
+                "modified" => {
+                    let o = logs.iter().find(|o| o.key == log_0530).unwrap();
+                    let mut body = gunzip(&o.body);
+                    let at = body.windows(6).position(|w| w == b"Admin/").unwrap();
+                    body[at] = b'X';
+                    put(s3, SRC, &log_0530, gzip(&body)).await;
+                }
+                "deleted" => delete(s3, &log_0530).await,
+                "edited digest" => {
+                    let o = digests.iter().find(|o| o.key == covering_0530).unwrap();
+                    let mut d: serde_json::Value =
+                        serde_json::from_slice(&gunzip(&o.body)).unwrap();
+                    d["logFiles"][0]["hashValue"] = json!(sha256_hex(b"what the attacker wrote"));
+                    rewrite(
+                        s3,
+                        &digests,
+                        &covering_0530,
+                        gzip(&serde_json::to_vec(&d).unwrap()),
+                    )
+                    .await;
+                }
+                "removed digest" => delete(s3, &covering_0530).await,
+                "moved digest" => {
+                    let mut o = digests
+                        .iter()
+                        .find(|o| o.key == covering_0530)
+                        .unwrap()
+                        .clone();
+                    o.key = dig("2024/02/12", "20240212T063100Z");
+                    put_obj(s3, &o).await;
+                    delete(s3, &covering_0530).await;
+                }
+                "unknown key" => {
+                    let o = digests.iter().find(|o| o.key == covering_0530).unwrap();
+                    let mut d: serde_json::Value =
+                        serde_json::from_slice(&gunzip(&o.body)).unwrap();
+                    d["digestPublicKeyFingerprint"] = json!(md5_hex(&other.spki));
+                    let body = serde_json::to_vec(&d).unwrap();
+                    let msg = format!(
+                        "{}\n{SRC}/{}\n{}\n{}",
+                        d["digestEndTime"].as_str().unwrap(),
+                        covering_0530,
+                        sha256_hex(&body),
+                        d["previousDigestSignature"].as_str().unwrap()
+                    );
+                    let mut o = o.clone();
+                    o.body = gzip(&body);
+                    o.meta[0].1 = other.sign(&msg);
+                    put_obj(s3, &o).await;
+                }
+                "last digest not yet" => delete(s3, &last).await,
+                _ => unreachable!(),
+            };
+            let vars = [("VALIDATE", mode), ("CHUNK_SIZE_BYTES", "4000")];
+            let r = run(&vars, vec![signer.spki.clone()], &logs, &digests, tamper).await;
+            if mode == "strict" && fails {
+                match r.result {
+                    Err(Error::Integrity { validation, .. }) => {
+                        assert_eq!(validation, want, "{case} {mode}")
+                    }
+                    other => panic!("{case} {mode}: {other:?}"),
+                }
+                assert_eq!(get(&r.s3, DST, MANIFEST).await, None, "{case}: a manifest");
+                let left = keys(&r.s3, DST, "cloudtrail-daily/2024/02/12/").await;
+                assert!(
+                    left.iter()
+                        .all(|k| k.rsplit('/').next().unwrap().starts_with('_')),
+                    "{case}: {left:?}"
+                );
+            } else {
+                let m = r.result.unwrap_or_else(|e| panic!("{case} {mode}: {e}"));
+                assert_eq!(m.validation, Some(want), "{case} {mode}");
+                let written: Manifest =
+                    serde_json::from_slice(&get(&r.s3, DST, MANIFEST).await.unwrap()).unwrap();
+                assert_eq!(written.validation, Some(want), "{case} {mode}");
+            }
+        }
+    }
+}
+
+async fn delete(s3: &Client, key: &str) {
+    s3.delete_object()
+        .bucket(SRC)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// `ListPublicKeys` refused (no permission, no endpoint) fails the day naming the
+/// operation and the region: validation asked for is never skipped quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_public_keys_fails_the_day_naming_why() {
+    let signer = Signer::new();
+    let (logs, digests) = signed_day(&signer, &signer.pkcs1);
+    let server = S3::new();
+    let s3 = server.client();
+    create_bucket(&s3, SRC).await;
+    create_bucket(&s3, DST).await;
+    for o in logs.iter().chain(&digests) {
+        put_obj(&s3, o).await;
+    }
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let mut cfg = config_with(&[("VALIDATE", "report"), ("SRC_BUCKET", SRC)]);
+    cfg.cloudtrail = CloudTrailConfig::with(
+        aws_sdk_cloudtrail::config::Builder::new()
+            .behavior_version(aws_sdk_cloudtrail::config::BehaviorVersion::latest())
+            .credentials_provider(aws_sdk_cloudtrail::config::Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "tests",
+            ))
+            .retry_config(aws_sdk_cloudtrail::config::retry::RetryConfig::disabled())
+            .endpoint_url(refused),
+    );
+    let e = aggregate_day(&s3, &cfg, day(), RunOptions::default())
+        .await
+        .unwrap_err();
+    let text = cloudtrail_aggregator::error::error_chain(&e);
+    assert!(matches!(e, Error::PublicKeys { .. }), "{text}");
+    assert!(text.contains("ListPublicKeys in "), "{text}");
+    assert!(text.contains("cloudtrail:ListPublicKeys"), "{text}");
+    assert_eq!(get(&s3, DST, MANIFEST).await, None);
+}
+
+/// A fresh S3 server holding `logs` and `digests`.
+async fn bucket_with(logs: &[Obj], digests: &[Obj]) -> (S3, Client) {
+    let server = S3::new();
+    let s3 = server.client();
+    create_bucket(&s3, SRC).await;
+    create_bucket(&s3, DST).await;
+    for o in logs.iter().chain(digests) {
+        put_obj(&s3, o).await;
+    }
+    (server, s3)
+}
+
+/// One record of the 05:30 file changed by one byte.
+async fn modify_0530(s3: &Client, logs: &[Obj]) -> String {
+    let (prefix, account) = LAYOUTS[0];
+    let key = log_key(prefix, account, REGIONS[0], "2024/02/12", 530);
+    let o = logs.iter().find(|o| o.key == key).unwrap();
+    let mut body = gunzip(&o.body);
+    let at = body.windows(6).position(|w| w == b"Admin/").unwrap();
+    body[at] = b'X';
+    put(s3, SRC, &key, gzip(&body)).await;
+    key
+}
+
+/// Through the Lambda handler: a day whose digests hold is committed with its
+/// validation; with `VALIDATE=strict` a modified file fails the message, naming the day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handler_validates() {
+    use cloudtrail_aggregator::handler::{handle, App};
+    let signer = Signer::new();
+    let (logs, digests) = signed_day(&signer, &signer.pkcs1);
+    let event: aws_lambda_events::event::sqs::SqsEvent = serde_json::from_slice(
+        &std::fs::read(format!(
+            "{}/events/explicit-date.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let today = chrono::NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
+    for tampered in [false, true] {
+        let (_server, s3) = bucket_with(&logs, &digests).await;
+        if tampered {
+            modify_0530(&s3, &logs).await;
+        }
+        let (endpoint, _) = key_server(vec![signer.pkcs1.clone()]).await;
+        let mut config = config_with(&[("VALIDATE", "strict"), ("SRC_BUCKET", SRC)]);
+        config.cloudtrail = cloudtrail_at(&endpoint);
+        let app = App {
+            s3: s3.clone(),
+            sqs: None,
+            config,
+        };
+        let got = handle(&app, event.clone(), today, None).await;
+        if tampered {
+            let e = got.unwrap_err().to_string();
+            assert!(e.contains("2024-02-12 failed validation"), "{e}");
+            assert!(e.contains("1 modified"), "{e}");
+            assert_eq!(get(&s3, DST, MANIFEST).await, None);
+        } else {
+            assert!(got.unwrap().batch_item_failures.is_empty());
+            let m: Manifest =
+                serde_json::from_slice(&get(&s3, DST, MANIFEST).await.unwrap()).unwrap();
+            assert_eq!(m.validation, Some(all_good()));
+        }
+    }
+}
+
+/// `ctagg run` as a user runs it, the CloudTrail endpoint given as the SDK reads it
+/// (`AWS_ENDPOINT_URL_CLOUDTRAIL`): `VALIDATE=report` prints and writes the counts;
+/// `--validate strict` on a modified file exits non-zero, the file named in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctagg_validates() {
+    let signer = Signer::new();
+    let (logs, digests) = signed_day(&signer, &signer.spki);
+    let (server, s3) = bucket_with(&logs, &digests).await;
+    let s3_endpoint = server.serve_tcp().await;
+    let (keys_endpoint, regions) = key_server(vec![signer.spki.clone()]).await;
+    let ctagg = |args: &'static [&'static str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ctagg"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_ENDPOINT_URL", &s3_endpoint)
+            .env("AWS_ENDPOINT_URL_CLOUDTRAIL", &keys_endpoint)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_REGION", REGION)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("SRC_BUCKET", SRC)
+            .env("DST_BUCKET", DST)
+            .env("VALIDATE", "report");
+        cmd.output()
+    };
+    let out = ctagg(&["run", "2024-02-12"]).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    let m: Manifest = serde_json::from_slice(&get(&s3, DST, MANIFEST).await.unwrap()).unwrap();
+    assert_eq!(m.validation, Some(all_good()), "{err}");
+    assert!(!regions.lock().unwrap().is_empty());
+
+    let key = modify_0530(&s3, &logs).await;
+    let out = ctagg(&["run", "2024-02-12", "--validate", "strict"])
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("failed validation"), "{err}");
+    assert!(err.contains(&format!("s3://{SRC}/{key}")), "{err}");
+    assert_eq!(get(&s3, DST, MANIFEST).await, None);
+}
