@@ -707,3 +707,78 @@ async fn ctagg_validates() {
     assert!(err.contains(&format!("s3://{SRC}/{key}")), "{err}");
     assert_eq!(get(&s3, DST, MANIFEST).await, None);
 }
+
+/// The signed test day is what CloudTrail writes, by an independent reader: the AWS
+/// CLI's `aws cloudtrail validate-logs` (its own S3 and CloudTrail clients, against the
+/// same S3 server over loopback and the same key server) finds every digest and log
+/// file of the single-account layout valid, and finds the tampered file. Needs the CLI:
+/// `AWS_CLI=path/to/aws cargo test --test validate -- --ignored` (`.ci/run` does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the AWS CLI in AWS_CLI; run by .ci/run"]
+async fn the_aws_cli_accepts_the_signed_test_day() {
+    let aws = std::env::var("AWS_CLI").expect("AWS_CLI: the path of the aws command");
+    let signer = Signer::new();
+    let (logs, digests) = signed_day(&signer, &signer.pkcs1);
+    let (server, s3) = bucket_with(&logs, &digests).await;
+    let s3_endpoint = server.serve_tcp().await;
+    let (keys_endpoint, _) = key_server(vec![signer.pkcs1.clone()]).await;
+    let config = std::env::temp_dir().join(format!("ctagg-awscli-{}", std::process::id()));
+    std::fs::write(&config, "[default]\ns3 =\n    addressing_style = path\n").unwrap();
+    let (_, account) = LAYOUTS[1];
+    let validate = || {
+        let mut cmd = tokio::process::Command::new(&aws);
+        cmd.args([
+            "cloudtrail",
+            "validate-logs",
+            "--trail-arn",
+            &format!("arn:aws:cloudtrail:us-east-1:{account}:trail/{TRAIL}"),
+            "--start-time",
+            "2024-02-12T00:00:00Z",
+            "--end-time",
+            "2024-02-13T00:30:00Z",
+            "--s3-bucket",
+            SRC,
+            "--region",
+            "us-east-1",
+            "--verbose",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_CONFIG_FILE", &config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_ENDPOINT_URL_S3", &s3_endpoint)
+        .env("AWS_ENDPOINT_URL_CLOUDTRAIL", &keys_endpoint)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+        cmd.output()
+    };
+    let out = validate().await.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("25/25 digest files valid"), "{text}");
+    assert!(text.contains("4/4 log files valid"), "{text}");
+    let key = log_key(LAYOUTS[1].0, account, REGIONS[0], "2024/02/12", 530);
+    let o = logs.iter().find(|o| o.key == key).unwrap();
+    let mut body = gunzip(&o.body);
+    let at = body.windows(6).position(|w| w == b"Admin/").unwrap();
+    body[at] = b'X';
+    put(&s3, SRC, &key, gzip(&body)).await;
+    let out = validate().await.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains(&format!("s3://{SRC}/{key}")), "{text}");
+    assert!(
+        text.contains("3/4 log files valid, 1/4 log files INVALID"),
+        "{text}"
+    );
+    let _ = std::fs::remove_file(&config);
+}
