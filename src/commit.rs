@@ -100,11 +100,17 @@ pub async fn commit(
     }
     let folder = layout::day_prefix(&cfg.dst_prefix, day);
     let (_, objects) = list_level(s3, dst, &folder).await?;
-    let keep: HashSet<&str> = manifest.chunks.iter().map(|c| c.key.as_str()).collect();
+    let keep: HashSet<&str> = manifest
+        .chunks
+        .iter()
+        .map(|c| c.key.as_str())
+        .chain(manifest.inventory.iter().map(|i| i.key.as_str()))
+        .collect();
     let (mut stale, mut plan_files) = (Vec::new(), Vec::new());
     for o in objects {
         let name = &o.key[folder.len()..];
-        if layout::chunk_format(name).is_some() && !keep.contains(o.key.as_str()) {
+        let ours = layout::chunk_format(name).is_some() || layout::is_inventory(name);
+        if ours && !keep.contains(o.key.as_str()) {
             stale.push(o.key);
         } else if layout::is_plan_file(name) {
             plan_files.push(o.key);
@@ -112,7 +118,7 @@ pub async fn commit(
     }
     writer::delete_many(s3, dst, &stale).await?;
     for key in &stale {
-        info!(key = %format!("s3://{dst}/{key}"), "stale chunk from an earlier run deleted");
+        info!(key = %format!("s3://{dst}/{key}"), "stale chunk (or inventory) from an earlier run deleted");
     }
     let manifest_key = layout::manifest_key(&cfg.dst_prefix, day);
     writer::put_json(s3, dst, &manifest_key, &manifest).await?;

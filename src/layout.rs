@@ -193,6 +193,26 @@ impl PlanFiles {
     }
 }
 
+/// The key of the inventory of a shard named by `naming` ([`crate::inventory`]):
+/// `_inventory.json.gz`, or `_inventory-PLAN-SSSSS.json.gz`.
+pub fn inventory_key(dst_prefix: &str, day: Day, naming: &Naming) -> String {
+    let folder = day_prefix(dst_prefix, day);
+    match naming {
+        Naming::Single => format!("{folder}{INVENTORY_PREFIX}.json.gz"),
+        Naming::Shard { plan, index } => {
+            format!("{folder}{INVENTORY_PREFIX}-{plan}-{index:05}.json.gz")
+        }
+    }
+}
+
+/// What every inventory's name starts with.
+pub const INVENTORY_PREFIX: &str = "_inventory";
+
+/// Whether an object name (without its folder) is an inventory.
+pub fn is_inventory(name: &str) -> bool {
+    name.starts_with(INVENTORY_PREFIX)
+}
+
 /// Whether an object name (without its folder) is a file of some plan.
 pub fn is_plan_file(name: &str) -> bool {
     name.starts_with(PLAN_PREFIX)

@@ -18,7 +18,8 @@
 //!   `DEDUP`) → [`chunks`] (records → gzip NDJSON chunks under a byte bound) or
 //!   [`parquet_chunks`] (records → Parquet files of a column per CloudTrail field) →
 //!   [`writer`] (uploads), then [`validate`] (`VALIDATE`: CloudTrail's signed digests,
-//!   checked by [`digest`], against the SHA-256 of each file read);
+//!   checked by [`digest`], against the SHA-256 of each file read; [`inventory`]: what
+//!   each source file was and where its records went);
 //! - [`commit`]: the shards' results → the manifest, stale chunks removed, once;
 //! - [`pipeline`]: plan → shards → commit for a day, and one shard's message;
 //! - [`handler`]: an `SqsEvent` → per-message jobs → `SqsBatchResponse`;
@@ -42,6 +43,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod handler;
+pub mod inventory;
 pub mod layout;
 pub mod lease;
 pub mod listing;

@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::OutputFormat;
+use crate::inventory::InventoryFile;
 use crate::select::Selection;
 use crate::validate::Validation;
 
@@ -65,6 +66,10 @@ pub struct Manifest {
     /// the shards; absent when `VALIDATE=off` ([`crate::validate`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<Validation>,
+    /// The inventories of the day's source files, one per shard, with their SHA-256
+    /// ([`crate::inventory`]; with `VALIDATE`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventory: Vec<InventoryFile>,
     /// The content id of the plan of a day of many shards (its chunks' names start
     /// with it); absent for a day of one shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,6 +104,9 @@ pub struct ShardResult {
     /// What `VALIDATE` found in the shard's files (absent when off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<Validation>,
+    /// The shard's inventory of source files (with `VALIDATE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<InventoryFile>,
     /// RFC 3339, UTC.
     pub ended: String,
     pub duration_ms: u64,
@@ -195,6 +203,7 @@ impl Manifest {
             chunks,
             selection,
             validation,
+            inventory: results.iter().filter_map(|r| r.inventory.clone()).collect(),
             plan,
             shards: results.iter().map(ShardResult::entry).collect(),
             generator: GENERATOR.to_string(),
@@ -227,6 +236,7 @@ mod tests {
                 .collect(),
             selection: None,
             validation: None,
+            inventory: None,
             ended: format!("2024-02-13T01:0{index}:00Z"),
             duration_ms: 5,
         }

@@ -191,6 +191,7 @@ mod tests {
                 }],
                 selection: None,
                 validation: None,
+                inventory: vec![],
                 plan: None,
                 shards: vec![],
                 generator: "x".into(),

@@ -233,6 +233,7 @@ fn result_of(
         chunks: output.chunks,
         selection: output.selection,
         validation: output.validation,
+        inventory: output.inventory,
         ended: now(),
         duration_ms: output.duration.as_millis() as u64,
     }

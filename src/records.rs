@@ -348,11 +348,24 @@ pub fn fields_of(record: &[u8], out: &mut Vec<Field>) -> Result<(), serde_json::
     Ok(())
 }
 
-/// One delivery file to read: its key, its size in the listing, and its body.
+/// One delivery file to read: its key, its size and ETag in the listing, and its body.
 pub struct SourceFile<R> {
     pub key: String,
     pub size: u64,
+    pub etag: Option<String>,
     pub body: R,
+}
+
+/// A file read to its end, as [`RecordSink::file_done`] hears of it.
+#[derive(Debug, Clone, Copy)]
+pub struct FileDone<'a> {
+    pub key: &'a str,
+    pub size: u64,
+    pub etag: Option<&'a str>,
+    /// Records it held.
+    pub records: u64,
+    /// The SHA-256 of its decoded bytes, when [`RecordSink::wants_sha256`].
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// Where the records stage puts what it reads.
@@ -370,9 +383,8 @@ pub trait RecordSink {
     fn wants_sha256(&self) -> bool {
         false
     }
-    /// A file was read to its end, holding `records` records; `sha256` is the SHA-256
-    /// of its decoded bytes when [`RecordSink::wants_sha256`].
-    fn file_done(&mut self, _key: &str, _records: u64, _sha256: Option<[u8; 32]>) {}
+    /// A file was read to its end.
+    fn file_done(&mut self, _file: &FileDone<'_>) {}
 }
 
 /// Totals of the records stage.
@@ -457,7 +469,13 @@ pub fn read_files<R: Read>(
         stats.files += 1;
         stats.records += records;
         stats.bytes_read += body.count;
-        sink.file_done(&file.key, records, reader.sha256());
+        sink.file_done(&FileDone {
+            key: &file.key,
+            size: file.size,
+            etag: file.etag.as_deref(),
+            records,
+            sha256: reader.sha256(),
+        });
     }
     Ok(Some(stats))
 }
@@ -1294,6 +1312,7 @@ mod tests {
             SourceFile {
                 key: "AWSLogs/111111111111/CloudTrail/us-east-1/2024/02/12/f.json.gz".into(),
                 size: size as u64,
+                etag: None,
                 body,
             }
         }

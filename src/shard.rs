@@ -27,11 +27,12 @@ use tracing::{info, warn};
 use crate::chunks::{self, ChunkBuilder, Piece};
 use crate::config::{Config, OutputFormat};
 use crate::error::{Error, ShardLabel};
+use crate::inventory::InventoryFile;
 use crate::layout::{DayOutput, Naming};
 use crate::listing::SourceObject;
 use crate::manifest::ChunkEntry;
 use crate::parquet_chunks::ParquetBuilder;
-use crate::records::{self, FileError, ReadStats, Record, RecordSink};
+use crate::records::{self, FileDone, FileError, ReadStats, Record, RecordSink};
 use crate::select::{SelectError, Selection, Selector};
 use crate::source::{Fetched, Source};
 use crate::trigger::Day;
@@ -94,6 +95,8 @@ pub struct ShardOutput {
     pub chunks: Vec<ChunkEntry>,
     /// What `VALIDATE` found (`None` when off).
     pub validation: Option<Validation>,
+    /// The inventory written (with `VALIDATE`).
+    pub inventory: Option<InventoryFile>,
     pub duration: Duration,
 }
 
@@ -120,6 +123,8 @@ struct Sink<'a> {
     refused: Option<SelectError>,
     /// The files read with their SHA-256, when validating.
     read: Option<FilesRead>,
+    /// Records of the file being read that were kept.
+    kept: u64,
 }
 
 impl RecordSink for Sink<'_> {
@@ -128,6 +133,7 @@ impl RecordSink for Sink<'_> {
     }
 
     fn file_start(&mut self, key: &str) {
+        self.kept = 0;
         if let Some(s) = &mut self.select {
             self.key.clear();
             self.key.push_str(key);
@@ -146,6 +152,7 @@ impl RecordSink for Sink<'_> {
                 }
             }
         }
+        self.kept += 1;
         self.blocks.record(record)
     }
 
@@ -153,12 +160,12 @@ impl RecordSink for Sink<'_> {
         self.read.is_some()
     }
 
-    fn file_done(&mut self, key: &str, records: u64, sha256: Option<[u8; 32]>) {
-        if let (Some(read), Some(sha256)) = (&mut self.read, sha256) {
-            read.add(key, sha256);
+    fn file_done(&mut self, file: &FileDone<'_>) {
+        if let Some(read) = &mut self.read {
+            read.add(file, self.kept);
         }
         self.done.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(key, records, "file aggregated");
+        tracing::debug!(key = file.key, records = file.records, "file aggregated");
     }
 }
 
@@ -286,6 +293,7 @@ pub async fn run(
                 key: String::new(),
                 refused: None,
                 read: validate.then(FilesRead::default),
+                kept: 0,
             };
             let stats = records::read_files(files, limits, &mut sink)
                 .map_err(|e| file_error(&bucket, e))?;
@@ -359,13 +367,16 @@ pub async fn run(
             detail: format!("{} of {total} files were aggregated", stats.files),
         });
     }
-    let validation = match read {
+    let (validation, inventory) = match read {
         Some(read) => {
             let mut keys = PublicKeys::new(&cfg.cloudtrail, day).await;
             let concurrency = (cfg.max_concurrent_lists, cfg.max_concurrent_gets);
-            Some(validate::check(s3, src_bucket, &mut keys, read, concurrency).await?)
+            let (v, read) = validate::check(s3, src_bucket, &mut keys, read, concurrency).await?;
+            let key = crate::layout::inventory_key(&cfg.dst_prefix, day, shard.naming);
+            let inventory = write_inventory(s3, dst_bucket, key, &read, &chunks).await?;
+            (Some(v), Some(inventory))
         }
-        None => None,
+        None => (None, None),
     };
     check_deadline()?;
     Ok(ShardOutput {
@@ -373,8 +384,30 @@ pub async fn run(
         selection,
         chunks,
         validation,
+        inventory,
         duration: started.elapsed(),
     })
+}
+
+/// Writes the shard's inventory ([`crate::inventory`]) at `key`.
+async fn write_inventory(
+    s3: &Client,
+    bucket: &str,
+    key: String,
+    read: &FilesRead,
+    chunks: &[ChunkEntry],
+) -> Result<InventoryFile, Error> {
+    let bytes = crate::inventory::render(read, chunks);
+    let entry = InventoryFile {
+        files: read.len() as u64,
+        bytes: bytes.len() as u64,
+        sha256: crate::digest::sha256_hex(&bytes),
+        key,
+    };
+    let body = aws_sdk_s3::primitives::ByteStream::from(bytes);
+    writer::put(s3, bucket, &entry.key, body, "application/gzip").await?;
+    info!(key = %format!("s3://{bucket}/{}", entry.key), files = entry.files, "inventory written");
+    Ok(entry)
 }
 
 /// `objects` counted into `progress` as they pass, and `listing_complete` set at

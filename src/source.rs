@@ -182,6 +182,7 @@ impl Source {
         Ok(Fetched {
             key: object.key,
             size: object.size,
+            etag: object.etag,
             body,
             share,
         })
@@ -203,6 +204,8 @@ pub struct Fetched {
     pub key: String,
     /// Its size in the listing.
     pub size: u64,
+    /// Its ETag in the listing (the GET was of that version).
+    pub etag: Option<String>,
     pub body: Body,
     share: OwnedSemaphorePermit,
 }
@@ -225,6 +228,7 @@ impl Fetched {
         SourceFile {
             key: self.key,
             size: self.size,
+            etag: self.etag,
             body: FetchedBody {
                 reader,
                 _share: self.share,

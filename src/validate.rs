@@ -24,8 +24,9 @@
 //! is that digest's fault, already counted). A gap in a chain is a missing digest.
 //!
 //! The chains are checked one account and region at a time, so memory holds one
-//! group's digests; the files read are kept as a 128-bit hash of their key and their
-//! SHA-256 (~70 bytes a file). A shard is planned never to split an account and
+//! group's digests; the files read are kept as the rows of the shard's inventory
+//! ([`crate::inventory`]: key, size, ETag, SHA-256, records written; ~200 bytes a file),
+//! found by a 128-bit hash of the key. A shard is planned never to split an account and
 //! region when validating ([`crate::plan`]), so each shard checks its groups whole,
 //! and the day's counts are the sum of its shards'.
 
@@ -42,6 +43,7 @@ use crate::config::Setting;
 use crate::digest::{self, DigestFile, Link, Metadata, PublicKey};
 use crate::error::Error;
 use crate::listing;
+use crate::records::FileDone;
 use crate::trigger::Day;
 
 /// `VALIDATE`: whether digests are checked, and what a problem does.
@@ -132,18 +134,44 @@ impl std::fmt::Display for Validation {
     }
 }
 
-/// The log files a shard read: a 128-bit hash of each key with the SHA-256 of its
-/// decoded bytes, and the folders they are in.
+/// The log files a shard read, in order — key, size, ETag, the SHA-256 of the decoded
+/// bytes, the records written from it — and what the digests said of each: the rows of
+/// the shard's inventory ([`crate::inventory`]). Found by a 128-bit hash of the key.
+/// About 200 bytes a file.
 #[derive(Debug, Default)]
 pub struct FilesRead {
-    files: HashMap<u128, FileRead>,
+    index: HashMap<u128, u32>,
+    pub(crate) rows: Vec<Row>,
     folders: BTreeSet<String>,
+    /// The digests rows name ([`Row::digest`]).
+    pub(crate) digests: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct FileRead {
-    sha256: [u8; 32],
-    covered: bool,
+/// One source file of the inventory.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub key: Box<str>,
+    /// As stored; 0 for a file missing.
+    pub size: u64,
+    pub etag: Option<Box<str>>,
+    /// Of the decoded bytes; for a file missing, what its digest lists.
+    pub sha256: [u8; 32],
+    /// Records written from it (after selection).
+    pub records: u64,
+    pub status: Status,
+    /// The verified digest that lists it (an index into [`FilesRead::digests`]).
+    pub digest: Option<u32>,
+}
+
+/// What the digests say of one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Verified,
+    Modified,
+    /// Listed by a verified digest, not in the bucket (not read).
+    Missing,
+    NotCovered,
 }
 
 fn key_id(key: &str) -> u128 {
@@ -156,25 +184,34 @@ fn folder_of(key: &str) -> &str {
 }
 
 impl FilesRead {
-    /// A file read to its end.
-    pub fn add(&mut self, key: &str, sha256: [u8; 32]) {
-        let folder = folder_of(key);
+    /// A file read to its end (its SHA-256 taken), `kept` of its records written.
+    pub fn add(&mut self, file: &FileDone<'_>, kept: u64) {
+        let folder = folder_of(file.key);
         if !self.folders.contains(folder) {
             self.folders.insert(folder.to_string());
         }
-        let read = FileRead {
-            sha256,
-            covered: false,
-        };
-        self.files.insert(key_id(key), read);
+        self.index.insert(key_id(file.key), self.rows.len() as u32);
+        self.rows.push(Row {
+            key: file.key.into(),
+            size: file.size,
+            etag: file.etag.map(Into::into),
+            sha256: file.sha256.unwrap_or_default(),
+            records: kept,
+            status: Status::NotCovered,
+            digest: None,
+        });
     }
 
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.rows.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.rows.is_empty()
+    }
+
+    fn count(&self, status: Status) -> u64 {
+        self.rows.iter().filter(|r| r.status == status).count() as u64
     }
 }
 
@@ -388,29 +425,47 @@ impl<'a> Checker<'a> {
         (bucket == self.bucket && self.listed(key)).then(|| key.to_string())
     }
 
-    /// The log files a verified digest lists, against the files read.
+    /// The log files a verified digest lists, against the files read. A file is judged
+    /// by the first verified digest that lists it.
     fn files(&mut self, d: &DigestFile) {
+        let mut digest_index = None;
         for f in &d.digest.log_files {
             if f.s3_bucket != self.bucket || !self.read.folders.contains(folder_of(&f.s3_object)) {
                 continue;
             }
+            let read = &mut self.read;
+            let index = *digest_index.get_or_insert_with(|| {
+                read.digests.push(d.digest.digest_s3_object.clone());
+                read.digests.len() as u32 - 1
+            });
+            let listed: Option<[u8; 32]> = hex::decode(f.hash_value.trim())
+                .ok()
+                .and_then(|h| h.try_into().ok());
             let object = || format!("s3://{}/{}", f.s3_bucket, f.s3_object);
-            match self.read.files.get_mut(&key_id(&f.s3_object)) {
+            let id = key_id(&f.s3_object);
+            match read.index.get(&id).map(|&i| &mut read.rows[i as usize]) {
+                Some(r) if r.status != Status::NotCovered => {}
                 Some(r) => {
-                    let first_time = !r.covered;
-                    r.covered = true;
-                    let same = hex::decode(f.hash_value.trim())
-                        .is_ok_and(|h| h.as_slice() == r.sha256.as_slice());
-                    if same {
-                        self.counts.files_verified += u64::from(first_time);
+                    r.digest = Some(index);
+                    if listed == Some(r.sha256) {
+                        r.status = Status::Verified;
                     } else {
-                        self.counts.files_modified += 1;
+                        r.status = Status::Modified;
                         warn!(object = %object(), digest = %d.digest.digest_s3_object,
                             "log file modified: its SHA-256 is not the one its digest lists");
                     }
                 }
                 None => {
-                    self.counts.files_missing += 1;
+                    read.index.insert(id, read.rows.len() as u32);
+                    read.rows.push(Row {
+                        key: f.s3_object.as_str().into(),
+                        size: 0,
+                        etag: None,
+                        sha256: listed.unwrap_or_default(),
+                        records: 0,
+                        status: Status::Missing,
+                        digest: Some(index),
+                    });
                     warn!(object = %object(), digest = %d.digest.digest_s3_object,
                         "log file missing: its digest lists it, the bucket does not have it");
                 }
@@ -418,11 +473,14 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// The counts; files read that no verified digest listed are not covered.
-    pub fn finish(mut self) -> Validation {
-        self.counts.files_not_covered =
-            self.read.files.values().filter(|r| !r.covered).count() as u64;
-        self.counts
+    /// The counts, and the files with what the digests said of each.
+    pub fn finish(mut self) -> (Validation, FilesRead) {
+        let r = &self.read;
+        self.counts.files_verified = r.count(Status::Verified);
+        self.counts.files_modified = r.count(Status::Modified);
+        self.counts.files_missing = r.count(Status::Missing);
+        self.counts.files_not_covered = r.count(Status::NotCovered);
+        (self.counts, self.read)
     }
 }
 
@@ -544,7 +602,7 @@ pub async fn check(
     keys: &mut PublicKeys,
     read: FilesRead,
     (lists, gets): (usize, usize),
-) -> Result<Validation, Error> {
+) -> Result<(Validation, FilesRead), Error> {
     let files_read = read.len();
     let mut checker = Checker::new(bucket, read);
     let folders = checker.digest_folders().clone();
@@ -580,9 +638,9 @@ pub async fn check(
     if !group.is_empty() {
         check_group(&mut checker, keys, group).await?;
     }
-    let v = checker.finish();
+    let (v, read) = checker.finish();
     info!(files_read, digest_folders = folder_count, digests = total, validation = %v, "digests checked");
-    Ok(v)
+    Ok((v, read))
 }
 
 async fn check_group(

@@ -1,5 +1,6 @@
 //! `ctagg verify DAY`: re-checks an aggregated day from S3 alone. Every chunk the
-//! manifest lists is read and its size and SHA-256 compared with the manifest's; any
+//! manifest lists (and every inventory of source files, with `VALIDATE`) is read and
+//! its size and SHA-256 compared with the manifest's; any
 //! other object or folder in the day's folder that Athena would read (a name not
 //! starting with `_` or `.`) is named too. The manifest is the root of the proof: an
 //! auditor keeps its SHA-256 (printed here) from the day it was written, and passes it
@@ -128,18 +129,29 @@ pub async fn verify_day(
     let folder = layout::day_prefix(&cfg.dst_prefix, day);
     let (folders, objects) = list_level(s3, bucket, &folder).await?;
     let present: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
-    for c in &manifest.chunks {
-        let finding = if !present.contains(c.key.as_str()) {
+    // The chunks, then the inventories of the source files: (key, bytes, SHA-256).
+    let listed_objects = manifest
+        .chunks
+        .iter()
+        .map(|c| (&c.key, c.bytes, &c.sha256))
+        .chain(
+            manifest
+                .inventory
+                .iter()
+                .map(|i| (&i.key, i.bytes, &i.sha256)),
+        );
+    for (key, bytes, want) in listed_objects {
+        let finding = if !present.contains(key.as_str()) {
             Finding::Missing
-        } else if c.sha256.is_empty() {
+        } else if want.is_empty() {
             Finding::NoChecksum
         } else {
-            match read_hash(s3, bucket, &c.key).await? {
-                Some((size, sha256)) => compare(c.bytes, &c.sha256, size, &sha256),
+            match read_hash(s3, bucket, key).await? {
+                Some((size, sha256)) => compare(bytes, want, size, &sha256),
                 None => Finding::Missing,
             }
         };
-        chunks.push((format!("s3://{bucket}/{}", c.key), finding));
+        chunks.push((format!("s3://{bucket}/{key}"), finding));
     }
     let listed: HashSet<&str> = manifest.chunks.iter().map(|c| c.key.as_str()).collect();
     let others = objects

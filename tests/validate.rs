@@ -20,8 +20,10 @@ use aws_lc_rs::signature::{KeyPair, RsaKeyPair, RSA_PKCS1_SHA256};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 use base64::Engine;
+use cloudtrail_aggregator::inventory::Line;
 use cloudtrail_aggregator::manifest::Manifest;
-use cloudtrail_aggregator::validate::{CloudTrailConfig, Validation};
+use cloudtrail_aggregator::validate::{CloudTrailConfig, Status, Validation};
+use cloudtrail_aggregator::verify::{verify_day, Finding};
 use cloudtrail_aggregator::{aggregate_day, Config, Day, Error, RunOptions};
 use common::*;
 use serde_json::json;
@@ -341,6 +343,32 @@ async fn an_untouched_signed_day_verifies_whole() {
                 .unwrap_or_else(|e| panic!("{encoding} {vars:?}: {e}"));
             assert_eq!(m.validation, Some(all_good()), "{encoding} {vars:?}");
             assert_eq!(m.source_files, 16);
+            let lines = inventory_of(&r.s3, &m).await;
+            assert_eq!(lines.len(), 16, "{vars:?}");
+            assert_eq!(lines.iter().map(|l| l.records).sum::<u64>(), m.records);
+            let chunk_names: Vec<&str> = m
+                .chunks
+                .iter()
+                .map(|c| c.key.rsplit('/').next().unwrap())
+                .collect();
+            for l in &lines {
+                assert_eq!(l.validation, Status::Verified, "{l:?}");
+                let source = logs.iter().find(|o| o.key == l.key).unwrap();
+                assert_eq!(l.sha256, sha256_hex(&gunzip(&source.body)));
+                assert_eq!(l.size, Some(source.body.len() as u64));
+                assert!(l.digest.as_deref().unwrap().contains("/CloudTrail-Digest/"));
+                assert!(!l.chunks.is_empty(), "{l:?}");
+                assert!(
+                    l.chunks.iter().all(|c| chunk_names.contains(&c.as_str())),
+                    "{l:?}"
+                );
+            }
+            // The inventory is proved by the manifest, as the chunks are.
+            let v = verify_day(&r.s3, &config_with(&vars), day(), None)
+                .await
+                .unwrap();
+            assert!(v.holds(), "{v}");
+            assert_eq!(v.chunks.len(), m.chunks.len() + m.inventory.len());
             if vars.contains(&("SHARD_MAX_FILES", "4")) {
                 assert_eq!(m.shards.len(), 4, "one account and region per shard");
             }
@@ -542,12 +570,39 @@ async fn each_tampering_is_counted_and_strict_fails_the_day() {
             } else {
                 let m = r.result.unwrap_or_else(|e| panic!("{case} {mode}: {e}"));
                 assert_eq!(m.validation, Some(want), "{case} {mode}");
+                // The inventory says it of the file.
+                let lines = inventory_of(&r.s3, &m).await;
+                let status = lines
+                    .iter()
+                    .find(|l| l.key == log_0530)
+                    .map(|l| l.validation);
+                let want_status = match case {
+                    "modified" => Status::Modified,
+                    "deleted" => Status::Missing,
+                    "last digest not yet" => Status::Verified,
+                    _ => Status::NotCovered,
+                };
+                assert_eq!(status, Some(want_status), "{case}");
                 let written: Manifest =
                     serde_json::from_slice(&get(&r.s3, DST, MANIFEST).await.unwrap()).unwrap();
                 assert_eq!(written.validation, Some(want), "{case} {mode}");
             }
         }
     }
+}
+
+/// The lines of every inventory the manifest lists, in order.
+async fn inventory_of(s3: &Client, m: &Manifest) -> Vec<Line> {
+    assert!(!m.inventory.is_empty(), "no inventory in {m:?}");
+    let mut lines = Vec::new();
+    for i in &m.inventory {
+        let bytes = get(s3, DST, &i.key).await.unwrap();
+        assert_eq!(i.sha256, sha256_hex(&bytes));
+        let k = i.key.rsplit('/').next().unwrap();
+        assert!(k.starts_with("_inventory"), "{k}");
+        lines.extend(cloudtrail_aggregator::inventory::parse(&bytes).unwrap());
+    }
+    lines
 }
 
 async fn delete(s3: &Client, key: &str) {
@@ -781,4 +836,47 @@ async fn the_aws_cli_accepts_the_signed_test_day() {
         "{text}"
     );
     let _ = std::fs::remove_file(&config);
+}
+
+/// An inventory changed after the run is named by `verify`, as a changed chunk is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_a_changed_inventory() {
+    let signer = Signer::new();
+    let (logs, digests) = signed_day(&signer, &signer.pkcs1);
+    let vars = [("VALIDATE", "report"), ("SHARD_MAX_FILES", "8")];
+    let r = run(
+        &vars,
+        vec![signer.pkcs1.clone()],
+        &logs,
+        &digests,
+        async |_| {},
+    )
+    .await;
+    let m = r.result.unwrap();
+    assert_eq!(m.inventory.len(), 2, "one per shard");
+    let cfg = config_with(&vars);
+    assert!(verify_day(&r.s3, &cfg, day(), None).await.unwrap().holds());
+    let target = &m.inventory[1].key;
+    let mut lines =
+        cloudtrail_aggregator::inventory::parse(&get(&r.s3, DST, target).await.unwrap()).unwrap();
+    lines[0].validation = Status::Verified;
+    lines[0].sha256 = "00".repeat(32);
+    let body: Vec<u8> = lines
+        .iter()
+        .flat_map(|l| {
+            let mut b = serde_json::to_vec(l).unwrap();
+            b.push(b'\n');
+            b
+        })
+        .collect();
+    put(&r.s3, DST, target, gzip(&body)).await;
+    let v = verify_day(&r.s3, &cfg, day(), None).await.unwrap();
+    assert!(!v.holds());
+    let changed: Vec<&str> = v
+        .chunks
+        .iter()
+        .filter(|(_, f)| matches!(f, Finding::Changed { .. }))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(changed, [format!("s3://{DST}/{target}")]);
 }
