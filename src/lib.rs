@@ -33,7 +33,9 @@
 //! naming what failed), [`telemetry`] (tracing set-up), [`metrics`] (per-day and
 //! per-shard EMF lines), [`aws`] (the S3 and SQS clients, their retries), [`queue`]
 //! (messages sent ten at a time) and [`backfill`] (one message per day on the trigger
-//! queue). Every S3 and SQS request goes through the AWS SDK.
+//! queue). [`verify`] and [`provenance`] re-check a day later (`ctagg verify`: the chunks
+//! against the manifest; `--sources`: the source files against the inventory and their
+//! digests). Every S3 and SQS request goes through the AWS SDK.
 
 pub mod aws;
 pub mod backfill;
@@ -53,6 +55,7 @@ pub mod ordered;
 pub mod parquet_chunks;
 pub mod pipeline;
 pub mod plan;
+pub mod provenance;
 pub mod queue;
 pub mod records;
 pub mod select;

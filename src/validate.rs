@@ -277,7 +277,7 @@ fn digest_name(key: &str) -> Option<DigestName> {
 }
 
 /// The region of a digest key (`…/CloudTrail-Digest/REGION/…`).
-fn region_of(key: &str) -> Option<&str> {
+pub(crate) fn region_of(key: &str) -> Option<&str> {
     key.split("/CloudTrail-Digest/").nth(1)?.split('/').next()
 }
 
@@ -657,7 +657,11 @@ async fn check_group(
 /// GETs one digest: its body, gunzipped, and its signature metadata. A body that is
 /// not gzip JSON is the digest's problem (counted invalid), not the run's; a GET that
 /// fails (after the SDK's retries) fails the run.
-async fn read_digest(s3: &Client, bucket: &str, key: String) -> Result<DigestObject, Error> {
+pub(crate) async fn read_digest(
+    s3: &Client,
+    bucket: &str,
+    key: String,
+) -> Result<DigestObject, Error> {
     let what = "GetObject (a digest)";
     let out = s3
         .get_object()

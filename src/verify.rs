@@ -36,6 +36,8 @@ pub enum Finding {
     Extra,
     /// Listed without a SHA-256 (a manifest from before they were recorded).
     NoChecksum,
+    /// A source file no CloudTrail digest vouches for (`--sources`; not a failure).
+    NotCovered,
 }
 
 /// Whether Athena reads an object of this name in a table's folder (it skips names
@@ -86,6 +88,7 @@ impl fmt::Display for Verification {
                     "not verifiable: the manifest has no SHA-256 for it (aggregate the day again)"
                         .into()
                 }
+                Finding::NotCovered => "not covered by a CloudTrail digest".into(),
             };
             write!(f, "\n  {key}: {what}")?;
         }
@@ -103,18 +106,7 @@ pub async fn verify_day(
     manifest_sha256: Option<&str>,
 ) -> Result<Verification, Error> {
     let bucket = cfg.dst_bucket.as_str();
-    let manifest_key = layout::manifest_key(&cfg.dst_prefix, day);
-    let no_manifest = || {
-        let detail = format!("no manifest: {day} is not aggregated, or not complete");
-        Error::s3_detail("GetObject", bucket, &manifest_key, detail)
-    };
-    let raw = writer::get_if_exists(s3, bucket, &manifest_key, "GetObject")
-        .await?
-        .ok_or_else(no_manifest)?;
-    let manifest: Manifest = serde_json::from_slice(&raw).map_err(|e| {
-        let detail = format!("not a manifest of ours: {e}");
-        Error::s3_detail("GetObject", bucket, &manifest_key, detail)
-    })?;
+    let (manifest_key, raw, manifest) = read_manifest(s3, cfg, day).await?;
     let read_sha256 = sha256_hex(&raw);
     let mut chunks = Vec::new();
     if let Some(want) = manifest_sha256 {
@@ -169,6 +161,28 @@ pub async fn verify_day(
         manifest_sha256: read_sha256,
         chunks,
     })
+}
+
+/// The day's manifest: its key, its bytes as read, and what they say.
+pub async fn read_manifest(
+    s3: &Client,
+    cfg: &Config,
+    day: Day,
+) -> Result<(String, Vec<u8>, Manifest), Error> {
+    let bucket = cfg.dst_bucket.as_str();
+    let manifest_key = layout::manifest_key(&cfg.dst_prefix, day);
+    let no_manifest = || {
+        let detail = format!("no manifest: {day} is not aggregated, or not complete");
+        Error::s3_detail("GetObject", bucket, &manifest_key, detail)
+    };
+    let raw = writer::get_if_exists(s3, bucket, &manifest_key, "GetObject")
+        .await?
+        .ok_or_else(no_manifest)?;
+    let manifest: Manifest = serde_json::from_slice(&raw).map_err(|e| {
+        let detail = format!("not a manifest of ours: {e}");
+        Error::s3_detail("GetObject", bucket, &manifest_key, detail)
+    })?;
+    Ok((manifest_key, raw.to_vec(), manifest))
 }
 
 /// The finding for a chunk the manifest records as `bytes` long with `sha256`, read as

@@ -751,6 +751,16 @@ async fn ctagg_validates() {
     let m: Manifest = serde_json::from_slice(&get(&s3, DST, MANIFEST).await.unwrap()).unwrap();
     assert_eq!(m.validation, Some(all_good()), "{err}");
     assert!(!regions.lock().unwrap().is_empty());
+    let out = ctagg(&["verify", "2024-02-12", "--sources"]).await.unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        said.contains(
+            "2024-02-12: 16 of 16 source files verified against their CloudTrail digests"
+        ),
+        "{said}"
+    );
 
     let key = modify_0530(&s3, &logs).await;
     let out = ctagg(&["run", "2024-02-12", "--validate", "strict"])
@@ -879,4 +889,94 @@ async fn verify_names_a_changed_inventory() {
         .map(|(k, _)| k.as_str())
         .collect();
     assert_eq!(changed, [format!("s3://{DST}/{target}")]);
+}
+
+/// `verify --sources` follows the chain of custody again: every source file of the
+/// inventories read again and checked against its line and its digest; a file changed
+/// after the run, and a file whose digest was re-written, are named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_sources_follows_each_file_to_its_digest() {
+    use cloudtrail_aggregator::provenance::verify_sources;
+    let signer = Signer::new();
+    let (logs, digests) = signed_day(&signer, &signer.spki);
+    let vars = [
+        ("VALIDATE", "report"),
+        ("SHARD_MAX_FILES", "8"),
+        ("SRC_BUCKET", SRC),
+    ];
+    let r = run(
+        &vars,
+        vec![signer.spki.clone()],
+        &logs,
+        &digests,
+        async |_| {},
+    )
+    .await;
+    r.result.unwrap();
+    let (endpoint, _) = key_server(vec![signer.spki.clone()]).await;
+    let mut cfg = config_with(&vars);
+    cfg.cloudtrail = cloudtrail_at(&endpoint);
+    let s = verify_sources(&r.s3, &cfg, day()).await.unwrap();
+    assert!(s.holds(), "{s}");
+    assert_eq!(s.files.len(), 16);
+    assert!(s.files.iter().all(|(_, f)| *f == Finding::Verified), "{s}");
+    assert!(
+        s.to_string().starts_with("16 of 16 source files verified"),
+        "{s}"
+    );
+    // After the run: one file changed, and the digest of another re-written.
+    let changed = modify_0530(&r.s3, &logs).await;
+    let (prefix, account) = LAYOUTS[1];
+    let other = log_key(prefix, account, REGIONS[1], "2024/02/12", 1200);
+    let covering = digest_key(
+        prefix,
+        account,
+        REGIONS[1],
+        "2024/02/12",
+        "20240212T123000Z",
+    );
+    let o = digests.iter().find(|o| o.key == covering).unwrap();
+    let mut d: serde_json::Value = serde_json::from_slice(&gunzip(&o.body)).unwrap();
+    d["logFiles"][0]["hashValue"] = json!("ab".repeat(32));
+    rewrite(
+        &r.s3,
+        &digests,
+        &covering,
+        gzip(&serde_json::to_vec(&d).unwrap()),
+    )
+    .await;
+    let s = verify_sources(&r.s3, &cfg, day()).await.unwrap();
+    assert!(!s.holds());
+    let bad: Vec<(&str, String)> = s
+        .files
+        .iter()
+        .filter_map(|(k, f)| match f {
+            Finding::Changed { detail } => Some((k.as_str(), detail.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bad.len(), 2, "{s}");
+    let said = |key: &str| {
+        let k = format!("s3://{SRC}/{key}");
+        bad.iter()
+            .find(|(b, _)| *b == k)
+            .map(|(_, d)| d.clone())
+            .unwrap_or_default()
+    };
+    assert!(said(&changed).contains("the inventory says"), "{s}");
+    assert!(said(&other).contains("does not verify"), "{s}");
+    // A day aggregated without VALIDATE has no inventory: said so.
+    let off = run(
+        &[("SRC_BUCKET", SRC)],
+        vec![],
+        &logs,
+        &digests,
+        async |_| {},
+    )
+    .await;
+    off.result.unwrap();
+    let e = verify_sources(&off.s3, &config_with(&[("SRC_BUCKET", SRC)]), day())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("VALIDATE=off"), "{e}");
 }

@@ -80,6 +80,10 @@ struct VerifyArgs {
     /// verify printed): a manifest changed since, with or without its chunks, fails.
     #[arg(long, value_name = "HEX")]
     manifest_sha256: Option<String>,
+    /// Also read every source file of the day's inventories again and check it against
+    /// the inventory's SHA-256 and its CloudTrail digest (days aggregated with VALIDATE on).
+    #[arg(long)]
+    sources: bool,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -385,6 +389,15 @@ async fn verify(args: VerifyArgs) -> Result<()> {
         bail!("{day} does not match its manifest: {v}");
     }
     println!("{day}: {v}");
+    if args.sources {
+        let s = cloudtrail_aggregator::provenance::verify_sources(&s3, &cfg, day)
+            .await
+            .with_context(|| format!("verifying the sources of {day} failed"))?;
+        if !s.holds() {
+            bail!("{day}'s sources do not match its inventory and digests: {s}");
+        }
+        println!("{day}: {s}");
+    }
     Ok(())
 }
 
