@@ -53,8 +53,8 @@ pub struct Line {
 }
 
 /// The lines of `read` (in order), each with the chunks of `chunks` (the shard's, in
-/// order) its records went to.
-pub fn lines(read: &FilesRead, chunks: &[ChunkEntry]) -> Vec<Line> {
+/// order) its records went to, one at a time.
+pub fn lines<'a>(read: &'a FilesRead, chunks: &'a [ChunkEntry]) -> impl Iterator<Item = Line> + 'a {
     // Chunk i holds the records [ends[i-1], ends[i]) of the shard's sequence.
     let ends: Vec<u64> = chunks
         .iter()
@@ -63,42 +63,39 @@ pub fn lines(read: &FilesRead, chunks: &[ChunkEntry]) -> Vec<Line> {
             Some(*at)
         })
         .collect();
-    let name = |i: usize| {
+    let name = move |i: usize| {
         let key = &chunks[i].key;
         key.rsplit('/').next().unwrap_or(key).to_string()
     };
     let (mut at, mut chunk) = (0u64, 0usize);
-    read.rows
-        .iter()
-        .map(|r| {
-            let mut names = Vec::new();
-            if r.records > 0 {
-                let end = at + r.records;
-                while chunk < ends.len() && ends[chunk] <= at {
-                    chunk += 1;
-                }
-                let mut c = chunk;
-                while c < ends.len() {
-                    names.push(name(c));
-                    if ends[c] >= end {
-                        break;
-                    }
-                    c += 1;
-                }
-                at = end;
+    read.rows.iter().map(move |r| {
+        let mut names = Vec::new();
+        if r.records > 0 {
+            let end = at + r.records;
+            while chunk < ends.len() && ends[chunk] <= at {
+                chunk += 1;
             }
-            Line {
-                key: r.key.to_string(),
-                size: (r.status != Status::Missing).then_some(r.size),
-                etag: r.etag.as_deref().map(str::to_string),
-                sha256: hex::encode(r.sha256),
-                records: r.records,
-                chunks: names,
-                validation: r.status,
-                digest: r.digest.map(|i| read.digests[i as usize].clone()),
+            let mut c = chunk;
+            while c < ends.len() {
+                names.push(name(c));
+                if ends[c] >= end {
+                    break;
+                }
+                c += 1;
             }
-        })
-        .collect()
+            at = end;
+        }
+        Line {
+            key: read.key(r).to_string(),
+            size: (r.status != Status::Missing).then_some(r.size),
+            etag: read.etag(r).map(str::to_string),
+            sha256: hex::encode(r.sha256),
+            records: r.records,
+            chunks: names,
+            validation: r.status,
+            digest: r.digest.map(|i| read.digests[i as usize].clone()),
+        }
+    })
 }
 
 /// The inventory's bytes: gzip NDJSON of [`lines`], no timestamp in the gzip header.
@@ -161,15 +158,12 @@ mod tests {
         }
         // Chunks of 5, 5 and 4 records: f0 0..3, f1 3..7, f2 none, f3 7..9, f4 9..14.
         let chunks = [chunk("a", 5), chunk("b", 5), chunk("c", 4)];
-        let got: Vec<Vec<String>> = lines(&read, &chunks)
-            .into_iter()
-            .map(|l| l.chunks)
-            .collect();
+        let got: Vec<Vec<String>> = lines(&read, &chunks).map(|l| l.chunks).collect();
         let want: Vec<Vec<&str>> =
             vec![vec!["a"], vec!["a", "b"], vec![], vec!["b"], vec!["b", "c"]];
         assert_eq!(got, want);
         let back = parse(&render(&read, &chunks)).unwrap();
-        assert_eq!(back, lines(&read, &chunks));
+        assert_eq!(back, lines(&read, &chunks).collect::<Vec<_>>());
         assert_eq!(back[1].size, Some(11));
         assert_eq!(back[1].sha256, hex::encode([1u8; 32]));
         assert_eq!(back[1].validation, Status::NotCovered);

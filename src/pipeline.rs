@@ -174,6 +174,7 @@ pub async fn run_day(
         naming: &Naming::Single,
         label,
         deadline: opts.deadline,
+        folders: &[],
     };
     not_yet.check(&progress)?;
     let held_for = match opts.deadline {
@@ -462,6 +463,7 @@ async fn run_one(
         naming: &naming,
         label: plan.label(job.index),
         deadline,
+        folders: &[],
     };
     info!(shard = %job, files = spec.files, bytes = spec.bytes, first = %spec.first_key, "shard started");
     let output = shard::run(s3, cfg, run, objects, progress).await?;

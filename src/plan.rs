@@ -598,6 +598,8 @@ pub async fn plan_day(
 ) -> Result<Plan, Error> {
     let settings = PlanSettings::of(cfg);
     let mut planner = Planner::new(cfg.shard_limits, by_trail(cfg), &settings);
+    let prefixes = folders_in_order(folders.prefixes, by_trail(cfg));
+    let all_folders = prefixes.clone();
     let progress = Arc::new(Progress::default());
     let (tx, rx) = mpsc::channel::<Result<SourceObject, Error>>(SPECULATIVE_QUEUE);
     let (keys_tx, keys_rx) = mpsc::channel::<(u32, Vec<u8>)>(KEYS_PUTS);
@@ -612,8 +614,8 @@ pub async fn plan_day(
             max_bytes: cfg.shard_limits.max_bytes,
         },
         deadline,
+        folders: &all_folders,
     };
-    let prefixes = folders_in_order(folders.prefixes, by_trail(cfg));
     let speculation = Speculation {
         tx: Some(tx),
         limits: cfg.shard_limits,

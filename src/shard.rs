@@ -67,6 +67,10 @@ pub struct ShardRun<'a> {
     pub label: ShardLabel,
     /// Stop with [`Error::Deadline`] instead of going on past this instant.
     pub deadline: Option<Instant>,
+    /// Log folders (`…/CloudTrail/REGION/YYYY/MM/DD/`) whose digests `VALIDATE` checks
+    /// even if no file of them is read: a day of one shard answers for every folder
+    /// of the day, so that a folder emptied by deletion shows its files missing.
+    pub folders: &'a [String],
 }
 
 impl ShardRun<'_> {
@@ -279,6 +283,7 @@ pub async fn run(
         let (progress, bucket, limits) = (progress.clone(), cfg.src_bucket.clone(), cfg.limits);
         let format = cfg.output_format;
         let validate = !cfg.validate.is_off();
+        let folders = shard.folders.to_vec();
         let select = Selector::needed(cfg.day_by, cfg.dedup)
             .then(|| Selector::new(day, cfg.day_by, cfg.dedup, cfg.dedup_max_events));
         tokio::task::spawn_blocking(move || {
@@ -292,7 +297,7 @@ pub async fn run(
                 select,
                 key: String::new(),
                 refused: None,
-                read: validate.then(FilesRead::default),
+                read: validate.then(|| FilesRead::with_folders(&folders)),
                 kept: 0,
             };
             let stats = records::read_files(files, limits, &mut sink)

@@ -136,12 +136,15 @@ impl std::fmt::Display for Validation {
 
 /// The log files a shard read, in order — key, size, ETag, the SHA-256 of the decoded
 /// bytes, the records written from it — and what the digests said of each: the rows of
-/// the shard's inventory ([`crate::inventory`]). Found by a 128-bit hash of the key.
-/// About 200 bytes a file.
+/// the shard's inventory ([`crate::inventory`]). Found by a 128-bit hash of the key;
+/// keys and ETags are kept end to end in one buffer. About 100 bytes a file beside its
+/// key and ETag.
 #[derive(Debug, Default)]
 pub struct FilesRead {
     index: HashMap<u128, u32>,
     pub(crate) rows: Vec<Row>,
+    /// Each row's key, then its ETag.
+    text: String,
     folders: BTreeSet<String>,
     /// The digests rows name ([`Row::digest`]).
     pub(crate) digests: Vec<String>,
@@ -150,10 +153,12 @@ pub struct FilesRead {
 /// One source file of the inventory.
 #[derive(Debug, Clone)]
 pub(crate) struct Row {
-    pub key: Box<str>,
+    /// Where its key starts in [`FilesRead`]'s text, its length, and its ETag's after it.
+    at: u32,
+    key_len: u16,
+    etag_len: u16,
     /// As stored; 0 for a file missing.
     pub size: u64,
-    pub etag: Option<Box<str>>,
     /// Of the decoded bytes; for a file missing, what its digest lists.
     pub sha256: [u8; 32],
     /// Records written from it (after selection).
@@ -184,6 +189,15 @@ fn folder_of(key: &str) -> &str {
 }
 
 impl FilesRead {
+    /// Rows to come, of files in `folders` and any others: digests are looked for in
+    /// all of them, so that a file of them a digest lists is missing if not read.
+    pub fn with_folders(folders: &[String]) -> FilesRead {
+        FilesRead {
+            folders: folders.iter().cloned().collect(),
+            ..FilesRead::default()
+        }
+    }
+
     /// A file read to its end (its SHA-256 taken), `kept` of its records written.
     pub fn add(&mut self, file: &FileDone<'_>, kept: u64) {
         let folder = folder_of(file.key);
@@ -191,15 +205,43 @@ impl FilesRead {
             self.folders.insert(folder.to_string());
         }
         self.index.insert(key_id(file.key), self.rows.len() as u32);
-        self.rows.push(Row {
-            key: file.key.into(),
+        let row = Row {
             size: file.size,
-            etag: file.etag.map(Into::into),
             sha256: file.sha256.unwrap_or_default(),
             records: kept,
+            ..self.text_of(file.key, file.etag)
+        };
+        self.rows.push(row);
+    }
+
+    /// A row with `key` and `etag` put in the text (S3 keys are at most 1,024 bytes).
+    fn text_of(&mut self, key: &str, etag: Option<&str>) -> Row {
+        let at = self.text.len() as u32;
+        let etag = etag.unwrap_or_default();
+        self.text.push_str(key);
+        self.text.push_str(etag);
+        Row {
+            at,
+            key_len: key.len() as u16,
+            etag_len: etag.len() as u16,
+            size: 0,
+            sha256: [0; 32],
+            records: 0,
             status: Status::NotCovered,
             digest: None,
-        });
+        }
+    }
+
+    /// A row's key.
+    pub(crate) fn key(&self, r: &Row) -> &str {
+        let at = r.at as usize;
+        &self.text[at..at + r.key_len as usize]
+    }
+
+    /// A row's ETag.
+    pub(crate) fn etag(&self, r: &Row) -> Option<&str> {
+        let at = r.at as usize + r.key_len as usize;
+        (r.etag_len > 0).then(|| &self.text[at..at + r.etag_len as usize])
     }
 
     pub fn len(&self) -> usize {
@@ -457,15 +499,13 @@ impl<'a> Checker<'a> {
                 }
                 None => {
                     read.index.insert(id, read.rows.len() as u32);
-                    read.rows.push(Row {
-                        key: f.s3_object.as_str().into(),
-                        size: 0,
-                        etag: None,
+                    let row = Row {
                         sha256: listed.unwrap_or_default(),
-                        records: 0,
                         status: Status::Missing,
                         digest: Some(index),
-                    });
+                        ..read.text_of(&f.s3_object, None)
+                    };
+                    read.rows.push(row);
                     warn!(object = %object(), digest = %d.digest.digest_s3_object,
                         "log file missing: its digest lists it, the bucket does not have it");
                 }

@@ -435,6 +435,17 @@ async fn each_tampering_is_counted_and_strict_fails_the_day() {
             },
             true,
         ),
+        // Every file of one account and region deleted for the day (the region's folder
+        // remains, holding other days): its digests still name them.
+        (
+            "emptied folder",
+            Validation {
+                files_verified: 12,
+                files_missing: 4,
+                ..good
+            },
+            true,
+        ),
         // A digest's hash list edited without signing again: it vouches for nothing.
         (
             "edited digest",
@@ -506,6 +517,14 @@ async fn each_tampering_is_counted_and_strict_fails_the_day() {
                     put(s3, SRC, &log_0530, gzip(&body)).await;
                 }
                 "deleted" => delete(s3, &log_0530).await,
+                "emptied folder" => {
+                    let other_day = log_key(prefix, account, region, "2024/02/11", 1200);
+                    let one = delivery(&[record(account, region, 1)]);
+                    put(s3, SRC, &other_day, gzip(&one)).await;
+                    for t in TIMES {
+                        delete(s3, &log_key(prefix, account, region, "2024/02/12", t)).await;
+                    }
+                }
                 "edited digest" => {
                     let o = digests.iter().find(|o| o.key == covering_0530).unwrap();
                     let mut d: serde_json::Value =
@@ -578,7 +597,7 @@ async fn each_tampering_is_counted_and_strict_fails_the_day() {
                     .map(|l| l.validation);
                 let want_status = match case {
                     "modified" => Status::Modified,
-                    "deleted" => Status::Missing,
+                    "deleted" | "emptied folder" => Status::Missing,
                     "last digest not yet" => Status::Verified,
                     _ => Status::NotCovered,
                 };
