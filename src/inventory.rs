@@ -86,7 +86,7 @@ pub fn lines<'a>(read: &'a FilesRead, chunks: &'a [ChunkEntry]) -> impl Iterator
             at = end;
         }
         Line {
-            key: read.key(r).to_string(),
+            key: read.key(r),
             size: (r.status != Status::Missing).then_some(r.size),
             etag: read.etag(r).map(str::to_string),
             sha256: hex::encode(r.sha256),
