@@ -685,5 +685,5 @@ pub fn serve(args: &[String]) {
         .build()
         .unwrap();
     let service = Synthetic::new(&root, shape);
-    rt.block_on(super::serve_service(service, latency));
+    rt.block_on(super::serve_service(service, latency, None));
 }

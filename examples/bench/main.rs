@@ -33,6 +33,8 @@
 //! `cloudtrail-daily-<format>/`, so both days stay for `scripts/query_bytes.py`),
 //! `--day-by delivery,event` (default `delivery`; `event` runs write under
 //! `cloudtrail-daily-<format>-event/` and are checked against the event day),
+//! `--validate off,report` (default `off`; runs not `off` sign digests for the shape once,
+//! see `digests.rs`, and check the manifest says every file and digest verified),
 //! `--tail-every 100 --tail-ms 250` (a latency tail: one request in every 100, picked
 //! by a hash of its path and query so that runs are alike, takes 250 ms instead).
 //!
@@ -50,6 +52,7 @@ use std::time::{Duration, Instant};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
+mod digests;
 mod fanout;
 
 const SRC: &str = "bench-src";
@@ -479,12 +482,18 @@ impl Latency {
 /// Serves s3s-fs over `root` (see [`serve_service`]).
 async fn serve(root: PathBuf, latency: Latency) {
     let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs root");
-    serve_service(fs, latency).await
+    serve_service(fs, latency, digests::served(&root).map(Arc::new)).await
 }
 
 /// Serves `s3` on a port of 127.0.0.1 (printed on stdout), TCP_NODELAY, with `latency`
-/// injected and a stats endpoint (`/__bench/stats`: request counts and server CPU).
-async fn serve_service(s3: impl s3s::S3, latency: Latency) {
+/// injected and a stats endpoint (`/__bench/stats`: request counts and server CPU); with
+/// `cloudtrail`, CloudTrail's `ListPublicKeys` is answered, and a digest's GET carries
+/// its signature metadata (`--validate`).
+async fn serve_service(
+    s3: impl s3s::S3,
+    latency: Latency,
+    cloudtrail: Option<Arc<digests::Served>>,
+) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder as ConnBuilder;
     use s3s::service::S3ServiceBuilder;
@@ -505,11 +514,13 @@ async fn serve_service(s3: impl s3s::S3, latency: Latency) {
         let _ = socket.set_nodelay(true);
         let service = service.clone();
         let counts = counts.clone();
+        let cloudtrail = cloudtrail.clone();
         tokio::spawn(async move {
             let svc =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let service = service.clone();
                     let counts = counts.clone();
+                    let cloudtrail = cloudtrail.clone();
                     async move {
                         if req.uri().path() == "/__bench/stats" {
                             let c: Vec<u64> =
@@ -534,7 +545,33 @@ async fn serve_service(s3: impl s3s::S3, latency: Latency) {
                         if !wait.is_zero() {
                             tokio::time::sleep(wait).await;
                         }
-                        hyper::service::Service::call(&service, req).await
+                        let target = req.headers().get("x-amz-target");
+                        let asks_keys = target
+                            .and_then(|t| t.to_str().ok())
+                            .is_some_and(|t| t.ends_with(".ListPublicKeys"));
+                        let Some(ct) = cloudtrail else {
+                            return hyper::service::Service::call(&service, req).await;
+                        };
+                        if asks_keys {
+                            return Ok(hyper::Response::builder()
+                                .header("content-type", "application/x-amz-json-1.1")
+                                .body(s3s::Body::from(ct.public_keys.clone()))
+                                .unwrap());
+                        }
+                        // Path-style: /BUCKET/KEY.
+                        let path = req.uri().path().to_string();
+                        let key = path.trim_start_matches('/').split_once('/').map(|(_, k)| k);
+                        let signature = key.and_then(|k| ct.signatures.get(k)).cloned();
+                        let mut resp = hyper::service::Service::call(&service, req).await?;
+                        if let (Some(sig), true) = (signature, resp.status().is_success()) {
+                            let h = resp.headers_mut();
+                            h.insert("x-amz-meta-signature", sig.parse().unwrap());
+                            h.insert(
+                                "x-amz-meta-signature-algorithm",
+                                "SHA256withRSA".parse().unwrap(),
+                            );
+                        }
+                        Ok(resp)
                     }
                 });
             let _ = ConnBuilder::new(TokioExecutor::new())
@@ -746,7 +783,10 @@ fn source_files(dir: &Path) -> Vec<PathBuf> {
             if p.is_dir() {
                 stack.push(p)
             } else {
-                paths.push(p)
+                // The log files (not the digests of `--validate`).
+                if p.to_string_lossy().contains("/CloudTrail/") {
+                    paths.push(p)
+                }
             }
         }
     }
@@ -903,6 +943,32 @@ fn check_output(dir: &Path, format: &str, prefix: &str) -> (u64, Option<u64>, us
     (records, Some(digest.0), chunks.len(), bytes)
 }
 
+/// Why the manifest (the `agg` child's output after its peak RSS) does not say that every
+/// one of `want` (log files, digests) verified; `None` when it does.
+fn validation_wrong(stdout: &[u8], want: (u64, u64)) -> Option<String> {
+    let text = String::from_utf8_lossy(stdout);
+    let json = text.split_once(' ').map_or("", |(_, j)| j);
+    let manifest: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
+    let v = &manifest["validation"];
+    let all = v["files_verified"] == want.0
+        && v["digests_verified"] == want.1
+        && [
+            "files_modified",
+            "files_missing",
+            "files_not_covered",
+            "digests_invalid",
+            "digests_missing",
+        ]
+        .iter()
+        .all(|k| v[*k] == 0);
+    (!all).then(|| {
+        format!(
+            "WRONG validation {v} (want {} files, {} digests verified)",
+            want.0, want.1
+        )
+    })
+}
+
 /// One format's measurements over the runs of a shape.
 #[derive(Default)]
 struct FormatRuns {
@@ -1012,6 +1078,7 @@ fn main() {
     let shapes = arg(&args, "--shapes").unwrap_or_else(|| "seed".into());
     let formats = arg(&args, "--formats").unwrap_or_else(|| "ndjson".into());
     let day_by = arg(&args, "--day-by").unwrap_or_else(|| "delivery".into());
+    let validate = arg(&args, "--validate").unwrap_or_else(|| "off".into());
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -1023,6 +1090,10 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for shape in shapes.split(',') {
         let (dir, meta) = ensure_data(shape, &data);
+        let digest_count = validate
+            .split(',')
+            .any(|v| v != "off")
+            .then(|| digests::ensure(&dir));
         // Start the server over this shape's folder.
         let mut server = Command::new(&exe)
             .args(["serve", "--root", dir.join("s3").to_str().unwrap()])
@@ -1032,20 +1103,24 @@ fn main() {
             .expect("start server");
         let port = read_port(&mut server);
         let floor_cpu = floor(&dir);
-        // The variants (format × DAY_BY) take turns, run by run, so that a noisy
-        // stretch of the machine falls on all alike.
-        let variants: Vec<(&str, &str)> = formats
+        // The variants (format × DAY_BY × VALIDATE) take turns, run by run, so that a
+        // noisy stretch of the machine falls on all alike.
+        let variants: Vec<(&str, &str, &str)> = formats
             .split(',')
             .flat_map(|f| day_by.split(',').map(move |d| (f, d)))
+            .flat_map(|(f, d)| validate.split(',').map(move |v| (f, d, v)))
             .collect();
         let mut stats: Vec<FormatRuns> = variants.iter().map(|_| FormatRuns::default()).collect();
         for _ in 0..runs {
-            for ((format, day_by), st) in variants.iter().zip(stats.iter_mut()) {
+            for ((format, day_by, validate), st) in variants.iter().zip(stats.iter_mut()) {
                 // Delivery days keep the prefix scripts/query_bytes.py is given.
-                let prefix = match *day_by {
+                let mut prefix = match *day_by {
                     "delivery" => format!("cloudtrail-daily-{format}"),
                     other => format!("cloudtrail-daily-{format}-{other}"),
                 };
+                if *validate != "off" {
+                    prefix.push_str(&format!("-validate-{validate}"));
+                }
                 let (want_records, want_digest) = match *day_by {
                     "event" => (
                         meta.event_records.unwrap_or(meta.records),
@@ -1057,6 +1132,11 @@ fn main() {
                 let mut cmd = child(&exe, port);
                 cmd.env("OUTPUT_FORMAT", format)
                     .env("DAY_BY", day_by)
+                    .env("VALIDATE", validate)
+                    .env(
+                        "AWS_ENDPOINT_URL_CLOUDTRAIL",
+                        format!("http://127.0.0.1:{port}"),
+                    )
                     .env("DST_PREFIX", format!("{prefix}/"))
                     .arg("agg");
                 let (u, out) = run_measured(&mut cmd);
@@ -1069,6 +1149,12 @@ fn main() {
                     .next()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(u.max_rss_kib);
+                if *validate != "off" {
+                    let want = (meta.files, digest_count.unwrap_or(0));
+                    if let Some(wrong) = validation_wrong(&out.stdout, want) {
+                        st.verdict = Some(wrong);
+                    }
+                }
                 let (after, server_cpu_after) = server_stats(port);
                 st.server_cpus.push(server_cpu_after - server_cpu_before);
                 for i in 0..4 {
@@ -1087,11 +1173,14 @@ fn main() {
             }
         }
         let mut wrong = false;
-        for ((format, day_by), st) in variants.iter().zip(stats) {
-            let format = match *day_by {
+        for ((format, day_by, validate), st) in variants.iter().zip(stats) {
+            let mut format = match *day_by {
                 "delivery" => format.to_string(),
                 other => format!("{format}, {other} day"),
             };
+            if *validate != "off" {
+                format.push_str(&format!(", VALIDATE={validate}"));
+            }
             let (wall, cpu, peak) = (median(st.walls), median(st.cpus), median(st.rss));
             let gb = meta.ndjson_bytes as f64 / 1e9;
             let verdict = st.verdict.unwrap_or_else(|| "ok".into());
