@@ -374,12 +374,8 @@ pub async fn run(
     }
     let (validation, inventory) = match read {
         Some(read) => {
-            let mut keys = PublicKeys::new(&cfg.cloudtrail, day).await;
-            let concurrency = (cfg.max_concurrent_lists, cfg.max_concurrent_gets);
-            let (v, read) = validate::check(s3, src_bucket, &mut keys, read, concurrency).await?;
-            let key = crate::layout::inventory_key(&cfg.dst_prefix, day, shard.naming);
-            let inventory = write_inventory(s3, dst_bucket, key, &read, &chunks).await?;
-            (Some(v), Some(inventory))
+            let (v, i) = validated(s3, cfg, &shard, read, &chunks).await?;
+            (Some(v), Some(i))
         }
         None => (None, None),
     };
@@ -392,6 +388,23 @@ pub async fn run(
         inventory,
         duration: started.elapsed(),
     })
+}
+
+/// `VALIDATE`'s stage, once the shard's chunks are written: the digests checked against
+/// the files `read`, and the shard's inventory written.
+async fn validated(
+    s3: &Client,
+    cfg: &Config,
+    shard: &ShardRun<'_>,
+    read: FilesRead,
+    chunks: &[ChunkEntry],
+) -> Result<(Validation, InventoryFile), Error> {
+    let mut keys = PublicKeys::new(&cfg.cloudtrail, shard.day).await;
+    let concurrency = (cfg.max_concurrent_lists, cfg.max_concurrent_gets);
+    let (v, read) = validate::check(s3, &cfg.src_bucket, &mut keys, read, concurrency).await?;
+    let key = crate::layout::inventory_key(&cfg.dst_prefix, shard.day, shard.naming);
+    let inventory = write_inventory(s3, &cfg.dst_bucket, key, &read, chunks).await?;
+    Ok((v, inventory))
 }
 
 /// Writes the shard's inventory ([`crate::inventory`]) at `key`.
