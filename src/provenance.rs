@@ -17,7 +17,7 @@ use aws_sdk_s3::Client;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::config::Config;
-use crate::digest::{self, Metadata};
+use crate::digest;
 use crate::error::Error;
 use crate::inventory::{self, Line};
 use crate::trigger::Day;
@@ -134,25 +134,15 @@ async fn read_digests(
     for d in fetched {
         let region = validate::region_of(&d.key).unwrap_or_default().to_string();
         let keys = public_keys.of(&region).await?;
-        let checked = d
-            .body
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|b| digest::parse(b).map_err(|e| e.to_string()))
-            .and_then(|parsed| {
-                let meta = Metadata {
-                    signature: d.signature.as_deref(),
-                    signature_algorithm: d.signature_algorithm.as_deref(),
-                };
-                digest::check(&parsed, (bucket, &d.key), meta, keys).map_err(|e| e.to_string())?;
-                Ok(parsed
-                    .digest
-                    .log_files
-                    .into_iter()
-                    .filter(|f| f.s3_bucket == bucket)
-                    .map(|f| (f.s3_object, f.hash_value.to_ascii_lowercase()))
-                    .collect())
-            });
+        let checked = d.verified(bucket, keys).map(|parsed| {
+            parsed
+                .digest
+                .log_files
+                .into_iter()
+                .filter(|f| f.s3_bucket == bucket)
+                .map(|f| (f.s3_object, f.hash_value.to_ascii_lowercase()))
+                .collect()
+        });
         out.insert(d.key, checked);
     }
     Ok(out)

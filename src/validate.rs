@@ -356,6 +356,21 @@ pub struct DigestObject {
     pub signature_algorithm: Option<String>,
 }
 
+impl DigestObject {
+    /// The digest, parsed, when it is readable, where it says it is in `bucket`, and
+    /// signed by the key it names among `keys`; else why not.
+    pub fn verified(&self, bucket: &str, keys: &[PublicKey]) -> Result<DigestFile, String> {
+        let bytes = self.body.as_ref().map_err(Clone::clone)?;
+        let parsed = digest::parse(bytes).map_err(|e| e.to_string())?;
+        let meta = Metadata {
+            signature: self.signature.as_deref(),
+            signature_algorithm: self.signature_algorithm.as_deref(),
+        };
+        digest::check(&parsed, (bucket, &self.key), meta, keys).map_err(|e| e.to_string())?;
+        Ok(parsed)
+    }
+}
+
 /// The synchronous core: digests of one account and region at a time, checked against
 /// the files read.
 pub struct Checker<'a> {
@@ -422,11 +437,7 @@ impl<'a> Checker<'a> {
         let mut prev: Option<(DigestFile, Option<String>)> = None;
         let mut first = true;
         for d in chain {
-            let parsed = match &d.body {
-                Ok(bytes) => digest::parse(bytes).map_err(|e| e.to_string()),
-                Err(e) => Err(e.clone()),
-            };
-            let parsed = match parsed {
+            let parsed = match d.verified(self.bucket, keys) {
                 Ok(p) => p,
                 Err(why) => {
                     self.invalid(&d.key, &why);
@@ -435,16 +446,6 @@ impl<'a> Checker<'a> {
                     continue;
                 }
             };
-            let meta = Metadata {
-                signature: d.signature.as_deref(),
-                signature_algorithm: d.signature_algorithm.as_deref(),
-            };
-            if let Err(e) = digest::check(&parsed, (self.bucket, &d.key), meta, keys) {
-                self.invalid(&d.key, &e.to_string());
-                prev = None;
-                first = false;
-                continue;
-            }
             self.counts.digests_verified += 1;
             if let Some((p, sig)) = &prev {
                 if let Link::Gap { names } = digest::link(p, sig.as_deref(), &parsed) {
