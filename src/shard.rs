@@ -36,7 +36,8 @@ use crate::records::{self, FileDone, FileError, ReadStats, Record, RecordSink};
 use crate::select::{SelectError, Selection, Selector};
 use crate::source::{Fetched, Source};
 use crate::trigger::Day;
-use crate::validate::{self, FilesRead, PublicKeys, Validation};
+use crate::validate::stage::{self, FileRow};
+use crate::validate::{FilesRead, PublicKeys, Validation};
 use crate::writer;
 
 /// Size of the multipart upload parts of a chunk: S3's minimum, 5 MiB. At most two
@@ -125,8 +126,8 @@ struct Sink<'a> {
     /// The file being read, and why selection stopped the stage in it.
     key: String,
     refused: Option<SelectError>,
-    /// The files read with their SHA-256, when validating.
-    read: Option<FilesRead>,
+    /// Where each file read goes with its SHA-256, when validating.
+    rows: Option<mpsc::UnboundedSender<FileRow>>,
     /// Records of the file being read that were kept.
     kept: u64,
 }
@@ -161,12 +162,13 @@ impl RecordSink for Sink<'_> {
     }
 
     fn wants_sha256(&self) -> bool {
-        self.read.is_some()
+        self.rows.is_some()
     }
 
     fn file_done(&mut self, file: &FileDone<'_>) {
-        if let Some(read) = &mut self.read {
-            read.add(file, self.kept);
+        if let Some(rows) = &self.rows {
+            // A closed receiver: the check stopped, and reports why.
+            let _ = rows.send(FileRow::new(file, self.kept));
         }
         self.done.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(key = file.key, records = file.records, "file aggregated");
@@ -240,6 +242,49 @@ fn builder(cfg: &Config) -> Box<dyn chunks::Build> {
     }
 }
 
+/// The records stage, on a thread of its own: the files from `file_rx` read into
+/// `blocks`, each file's row sent on `rows` when validating.
+fn records_stage(
+    cfg: &Config,
+    day: Day,
+    progress: &Arc<Progress>,
+    mut file_rx: mpsc::Receiver<Vec<Fetched>>,
+    blocks: chunks::LineBlocks,
+    rows: Option<mpsc::UnboundedSender<FileRow>>,
+) -> tokio::task::JoinHandle<Result<(ReadStats, Option<Selection>), Error>> {
+    let (progress, bucket, limits) = (progress.clone(), cfg.src_bucket.clone(), cfg.limits);
+    let format = cfg.output_format;
+    let select = Selector::needed(cfg.day_by, cfg.dedup)
+        .then(|| Selector::new(day, cfg.day_by, cfg.dedup, cfg.dedup_max_events));
+    tokio::task::spawn_blocking(move || {
+        let files = std::iter::from_fn(|| file_rx.blocking_recv())
+            .flatten()
+            .map(Fetched::into_file);
+        let mut sink = Sink {
+            fields: select.is_some() || format == OutputFormat::Parquet,
+            blocks,
+            done: &progress.done,
+            select,
+            key: String::new(),
+            refused: None,
+            rows,
+            kept: 0,
+        };
+        let stats =
+            records::read_files(files, limits, &mut sink).map_err(|e| file_error(&bucket, e))?;
+        if let Some(source) = sink.refused {
+            return Err(Error::Select {
+                bucket,
+                key: sink.key,
+                source,
+            });
+        }
+        sink.blocks.finish();
+        let selection = sink.select.map(Selector::finish);
+        Ok((stats.unwrap_or_default(), selection))
+    })
+}
+
 /// Runs one shard over `objects` (in the order given), writing its chunks. Whoever
 /// feeds `objects` counts them in `progress.listed` and sets `listing_complete` at
 /// their end; an error among them stops the shard with that error.
@@ -256,10 +301,15 @@ pub async fn run(
     let check_deadline = || shard.check(&progress);
     check_deadline()?;
 
-    let (file_tx, mut file_rx) = mpsc::channel::<Vec<Fetched>>(FILE_QUEUE);
+    let (file_tx, file_rx) = mpsc::channel::<Vec<Fetched>>(FILE_QUEUE);
     let (blocks, blocks_rx) = chunks::line_blocks(LINES_QUEUE);
     let (piece_tx, piece_rx) = mpsc::channel::<Piece>(1);
 
+    let validating = !cfg.validate.is_off();
+    let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+    let (rows_tx, rows_rx) = mpsc::unbounded_channel();
+    let objects = stage::tee_folders(objects, validating.then_some(seen_tx));
+    let rows = validating.then(|| rows_tx.clone());
     let src = Source::new(s3, src_bucket);
     let fetcher = async {
         // The files ready at once go to the records stage together: one wake-up of
@@ -279,41 +329,7 @@ pub async fn run(
         Ok::<(), Error>(())
     };
 
-    let records_stage = {
-        let (progress, bucket, limits) = (progress.clone(), cfg.src_bucket.clone(), cfg.limits);
-        let format = cfg.output_format;
-        let validate = !cfg.validate.is_off();
-        let folders = shard.folders.to_vec();
-        let select = Selector::needed(cfg.day_by, cfg.dedup)
-            .then(|| Selector::new(day, cfg.day_by, cfg.dedup, cfg.dedup_max_events));
-        tokio::task::spawn_blocking(move || {
-            let files = std::iter::from_fn(|| file_rx.blocking_recv())
-                .flatten()
-                .map(Fetched::into_file);
-            let mut sink = Sink {
-                fields: select.is_some() || format == OutputFormat::Parquet,
-                blocks,
-                done: &progress.done,
-                select,
-                key: String::new(),
-                refused: None,
-                read: validate.then(|| FilesRead::with_folders(&folders)),
-                kept: 0,
-            };
-            let stats = records::read_files(files, limits, &mut sink)
-                .map_err(|e| file_error(&bucket, e))?;
-            if let Some(source) = sink.refused {
-                return Err(Error::Select {
-                    bucket,
-                    key: sink.key,
-                    source,
-                });
-            }
-            sink.blocks.finish();
-            let selection = sink.select.map(Selector::finish);
-            Ok((stats.unwrap_or_default(), selection, sink.read))
-        })
-    };
+    let records_stage = records_stage(cfg, day, &progress, file_rx, blocks, rows);
     let output = DayOutput {
         bucket: dst_bucket,
         dst_prefix: &cfg.dst_prefix,
@@ -345,7 +361,12 @@ pub async fn run(
             })
         })
     };
-    let records_stage = async { joined("records stage", records_stage.await) };
+    let records_stage = async {
+        let read = joined("records stage", records_stage.await);
+        // Only a records stage that succeeded tells the check every file is in.
+        drop(rows_tx);
+        read
+    };
     let chunks_stage = async { joined("chunks stage", chunks_stage.await) };
     // The chunk's open multipart upload is kept out here: when a stage fails,
     // `try_join!` drops the others, and the upload is aborted below.
@@ -354,8 +375,22 @@ pub async fn run(
         writer::upload_chunks(s3, output, piece_rx, check_deadline, &mut open_upload);
     // On the first error the other stages are dropped, closing their channels: each
     // thread stops at its next hand-over.
-    let joined = tokio::try_join!(fetcher, records_stage, chunks_stage, writer_stage);
-    let ((), (stats, selection, read), (), chunks) = match joined {
+    let validation = async {
+        match validating {
+            true => validation_stage(s3, cfg, &shard, seen_rx, rows_rx, check_deadline).await,
+            false => Ok(None),
+        }
+    };
+    // The check goes last: when the records stage fails, `try_join!` returns its
+    // error before the check sees the files end.
+    let joined = tokio::try_join!(
+        fetcher,
+        records_stage,
+        chunks_stage,
+        writer_stage,
+        validation
+    );
+    let ((), (stats, selection), (), chunks, checked) = match joined {
         Ok(done) => done,
         Err(e) => {
             if let Some(mp) = open_upload.take() {
@@ -372,9 +407,10 @@ pub async fn run(
             detail: format!("{} of {total} files were aggregated", stats.files),
         });
     }
-    let (validation, inventory) = match read {
-        Some(read) => {
-            let (v, i) = validated(s3, cfg, &shard, read, &chunks).await?;
+    let (validation, inventory) = match checked {
+        Some((v, read)) => {
+            let key = crate::layout::inventory_key(&cfg.dst_prefix, day, shard.naming);
+            let i = write_inventory(s3, dst_bucket, key, &read, &chunks).await?;
             (Some(v), Some(i))
         }
         None => (None, None),
@@ -390,21 +426,26 @@ pub async fn run(
     })
 }
 
-/// `VALIDATE`'s stage, once the shard's chunks are written: the digests checked against
-/// the files `read`, and the shard's inventory written.
-async fn validated(
+/// `VALIDATE`'s stage ([`stage`]), beside the others: the digests of the files
+/// `seen` fetched, and checked against the `rows` read.
+async fn validation_stage(
     s3: &Client,
     cfg: &Config,
     shard: &ShardRun<'_>,
-    read: FilesRead,
-    chunks: &[ChunkEntry],
-) -> Result<(Validation, InventoryFile), Error> {
+    seen: mpsc::UnboundedReceiver<String>,
+    rows: mpsc::UnboundedReceiver<FileRow>,
+    deadline: impl Fn() -> Result<(), Error>,
+) -> Result<Option<(Validation, FilesRead)>, Error> {
     let mut keys = PublicKeys::new(&cfg.cloudtrail, shard.day).await;
-    let concurrency = (cfg.max_concurrent_lists, cfg.max_concurrent_gets);
-    let (v, read) = validate::check(s3, &cfg.src_bucket, &mut keys, read, concurrency).await?;
-    let key = crate::layout::inventory_key(&cfg.dst_prefix, shard.day, shard.naming);
-    let inventory = write_inventory(s3, &cfg.dst_bucket, key, &read, chunks).await?;
-    Ok((v, inventory))
+    let input = stage::Inputs {
+        s3,
+        bucket: &cfg.src_bucket,
+        folders: shard.folders,
+        seen,
+        rows,
+        concurrency: (cfg.max_concurrent_lists, cfg.max_concurrent_gets),
+    };
+    stage::run(input, &mut keys, deadline).await.map(Some)
 }
 
 /// Writes the shard's inventory ([`crate::inventory`]) at `key`.

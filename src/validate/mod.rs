@@ -2,20 +2,21 @@
 //! (`VALIDATE=report|strict`).
 //!
 //! While the records stage reads a file it takes the SHA-256 of the decoded bytes
-//! ([`crate::records::RecordReader::with_sha256`]); nothing is read twice. After the
-//! shard's chunks are written, this stage:
+//! ([`crate::records::RecordReader::with_sha256`]); nothing is read twice. Beside the
+//! reading, one account and region at a time ([`stage`]), this stage:
 //!
 //! 1. lists the digest folders that cover the log folders read: for each
 //!    `…/ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/` read, `…/ACCOUNT/CloudTrail-Digest/REGION/`
 //!    of that day, and of the next day the digests ending before 02:00 UTC (a digest
 //!    covers the hour *before* its end time, so the next day's first one covers the
 //!    day's last deliveries);
-//! 2. reads each digest (GET, with `MAX_CONCURRENT_GETS` at once, in key order) with
+//! 2. reads each digest (GET, `MAX_CONCURRENT_GETS` at once besides the log files', in
+//!    key order) with
 //!    its `x-amz-meta-signature`, and checks it with [`crate::digest`]: location,
 //!    signature by the key `ListPublicKeys` gives in the digest's region, and the chain
 //!    — each digest must name the one before it in its chain (per trail; `_backfill`
 //!    digests are a chain of their own);
-//! 3. compares the hashes: every log file a verified digest lists in a folder that was
+//! 3. once the group's log files are read, compares the hashes: every log file a verified digest lists in a folder that was
 //!    read is **verified** (same SHA-256), **modified** (another), or **missing** (not
 //!    in the bucket); a file read that no verified digest lists is **not covered**.
 //!
@@ -30,21 +31,20 @@
 //! region when validating ([`crate::plan`]), so each shard checks its groups whole,
 //! and the day's counts are the sum of its shards'.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read;
+pub mod stage;
 
-use aws_sdk_s3::Client;
-use flate2::read::MultiGzDecoder;
-use futures::{StreamExt, TryStreamExt};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use crate::config::Setting;
 use crate::digest::{self, DigestFile, Link, Metadata, PublicKey};
 use crate::error::Error;
-use crate::listing;
 use crate::records::FileDone;
 use crate::trigger::Day;
+
+pub(crate) use stage::read_digest;
 
 /// `VALIDATE`: whether digests are checked, and what a problem does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -334,18 +334,6 @@ pub(crate) fn region_of(key: &str) -> Option<&str> {
     key.split("/CloudTrail-Digest/").nth(1)?.split('/').next()
 }
 
-/// The account-and-region group of a digest key (the folder before the date).
-fn group_of(key: &str) -> &str {
-    match key.find("/CloudTrail-Digest/") {
-        Some(i) => {
-            let after = i + "/CloudTrail-Digest/".len();
-            let end = key[after..].find('/').map_or(key.len(), |j| after + j + 1);
-            &key[..end]
-        }
-        None => key,
-    }
-}
-
 /// One digest object as read.
 #[derive(Debug, Clone)]
 pub struct DigestObject {
@@ -376,26 +364,27 @@ impl DigestObject {
 pub struct Checker<'a> {
     bucket: &'a str,
     read: FilesRead,
-    /// The digest folders listed ([`digest_folders`]): a digest named in them was
-    /// listed, if it exists.
+    /// The digest folders listed so far ([`digest_folders`]): a digest named in them
+    /// was listed, if it exists.
     listed: BTreeMap<String, Option<String>>,
     counts: Validation,
 }
 
 impl<'a> Checker<'a> {
-    /// A checker of the digests of `read`'s folders, in `bucket`.
+    /// A checker of digests in `bucket` against `read`, and the files added to it.
     pub fn new(bucket: &'a str, read: FilesRead) -> Checker<'a> {
         Checker {
             bucket,
-            listed: digest_folders(&read.folders),
+            listed: BTreeMap::new(),
             read,
             counts: Validation::default(),
         }
     }
 
-    /// The digest folders to list, and the end-time cut-off of each.
-    pub fn digest_folders(&self) -> &BTreeMap<String, Option<String>> {
-        &self.listed
+    /// A file read to its end: see [`FilesRead::add`]. The files of an account and
+    /// region are to be added before its digests are checked.
+    pub fn add(&mut self, file: &FileDone<'_>, kept: u64) {
+        self.read.add(file, kept);
     }
 
     /// Whether the digest `key` would have been listed.
@@ -408,8 +397,15 @@ impl<'a> Checker<'a> {
     }
 
     /// Checks the digests of one account and region (any order) with `keys`, the public
-    /// keys of their region.
-    pub fn group(&mut self, mut digests: Vec<DigestObject>, keys: &[PublicKey]) {
+    /// keys of their region; `listed` are the digest folders they were listed from
+    /// ([`digest_folders`]), so that a digest named in them was listed, if it exists.
+    pub fn group(
+        &mut self,
+        listed: BTreeMap<String, Option<String>>,
+        mut digests: Vec<DigestObject>,
+        keys: &[PublicKey],
+    ) {
+        self.listed.extend(listed);
         let mut chains: BTreeMap<String, Vec<(String, DigestObject)>> = BTreeMap::new();
         for d in digests.drain(..) {
             match digest_name(&d.key) {
@@ -646,102 +642,6 @@ impl PublicKeys {
     }
 }
 
-/// Lists and reads the digests covering `read` and checks them (see the module doc):
-/// `lists` listings and `gets` GETs at once, digests handed on in key order.
-pub async fn check(
-    s3: &Client,
-    bucket: &str,
-    keys: &mut PublicKeys,
-    read: FilesRead,
-    (lists, gets): (usize, usize),
-) -> Result<(Validation, FilesRead), Error> {
-    let files_read = read.len();
-    let mut checker = Checker::new(bucket, read);
-    let folders = checker.digest_folders().clone();
-    let folder_count = folders.len();
-    let listed = futures::stream::iter(folders)
-        .map(|(folder, cutoff)| async move {
-            let (_, objects) = listing::list_level(s3, bucket, &folder).await?;
-            let wanted = objects.into_iter().filter(move |o| match &cutoff {
-                None => true,
-                Some(c) => digest_name(&o.key).is_some_and(|n| n.time.as_str() < c.as_str()),
-            });
-            Ok::<_, Error>(futures::stream::iter(wanted.map(|o| Ok(o.key))))
-        })
-        .buffered(lists.max(1))
-        .try_flatten();
-    let fetched = listed
-        .map_ok(|key| read_digest(s3, bucket, key))
-        .try_buffered(gets.max(1));
-    let mut fetched = std::pin::pin!(fetched);
-    let (mut group, mut total) = (Vec::<DigestObject>::new(), 0u64);
-    while let Some(d) = fetched.next().await {
-        let d = d?;
-        total += 1;
-        if group
-            .first()
-            .is_some_and(|g| group_of(&g.key) != group_of(&d.key))
-        {
-            let g = std::mem::take(&mut group);
-            check_group(&mut checker, keys, g).await?;
-        }
-        group.push(d);
-    }
-    if !group.is_empty() {
-        check_group(&mut checker, keys, group).await?;
-    }
-    let (v, read) = checker.finish();
-    info!(files_read, digest_folders = folder_count, digests = total, validation = %v, "digests checked");
-    Ok((v, read))
-}
-
-async fn check_group(
-    checker: &mut Checker<'_>,
-    keys: &mut PublicKeys,
-    group: Vec<DigestObject>,
-) -> Result<(), Error> {
-    let region = region_of(&group[0].key).unwrap_or_default().to_string();
-    let keys = keys.of(&region).await?;
-    checker.group(group, keys);
-    Ok(())
-}
-
-/// GETs one digest: its body, gunzipped, and its signature metadata. A body that is
-/// not gzip JSON is the digest's problem (counted invalid), not the run's; a GET that
-/// fails (after the SDK's retries) fails the run.
-pub(crate) async fn read_digest(
-    s3: &Client,
-    bucket: &str,
-    key: String,
-) -> Result<DigestObject, Error> {
-    let what = "GetObject (a digest)";
-    let out = s3
-        .get_object()
-        .bucket(bucket)
-        .key(&key)
-        .send()
-        .await
-        .map_err(|e| Error::s3(what, bucket, &key, e))?;
-    let meta = out.metadata().cloned().unwrap_or_default();
-    let gz = out
-        .body
-        .collect()
-        .await
-        .map_err(|e| Error::s3_read(what, bucket, &key, &e))?
-        .into_bytes();
-    let mut body = Vec::new();
-    let body = match MultiGzDecoder::new(gz.as_ref()).read_to_end(&mut body) {
-        Ok(_) => Ok(body),
-        Err(e) => Err(format!("its body is not gzip: {e}")),
-    };
-    Ok(DigestObject {
-        key,
-        body,
-        signature: meta.get("signature").cloned(),
-        signature_algorithm: meta.get("signature-algorithm").cloned(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -803,10 +703,6 @@ mod tests {
         assert_eq!(b.time, n.time);
         assert_ne!(b.chain, n.chain);
         assert_eq!(digest_name(&format!("{p}notes.txt")), None);
-        assert_eq!(
-            group_of(&format!("{p}x.json.gz")),
-            "AWSLogs/111111111111/CloudTrail-Digest/eu-west-1/"
-        );
         assert_eq!(region_of(&format!("{p}x.json.gz")), Some("eu-west-1"));
     }
 }
