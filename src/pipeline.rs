@@ -463,7 +463,7 @@ async fn run_one(
         naming: &naming,
         label: plan.label(job.index),
         deadline,
-        folders: &[],
+        folders: &spec.empty_folders,
     };
     info!(shard = %job, files = spec.files, bytes = spec.bytes, first = %spec.first_key, "shard started");
     let output = shard::run(s3, cfg, run, objects, progress).await?;

@@ -36,7 +36,7 @@
 //! ≈ 3 min, within 5 minutes with room for a slow S3 or a slower function; measured, a
 //! shard of 200,000 files of ~2.5 KB (500 MB) took 60 s and 39 MiB.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
@@ -158,6 +158,11 @@ pub struct ShardSpec {
     pub bytes: u64,
     pub first_key: String,
     pub last_key: String,
+    /// With `VALIDATE`: folders of the day's walk that got no file, which this shard
+    /// answers for (the shard of their account and region, or the first): their files
+    /// that a digest lists are missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub empty_folders: Vec<String>,
 }
 
 /// What `_plan-RUN.json` holds.
@@ -220,6 +225,43 @@ pub struct Planner {
     ready: VecDeque<(u32, Vec<u8>)>,
     hasher: twox_hash::xxhash3_128::Hasher,
     oversized: Vec<(String, u64, u64)>,
+    walk: Option<Walk>,
+}
+
+/// With `VALIDATE`: the day's folders, and the shard each account and region's files
+/// went to, so that each folder that got no file is answered for by one shard.
+#[derive(Debug, Default)]
+struct Walk {
+    folders: Vec<String>,
+    seen: HashSet<String>,
+    /// The folder of the last object.
+    last: String,
+    /// The digest groups of the unit being gathered, and the shard of each group added.
+    unit_groups: Vec<String>,
+    group_shard: HashMap<String, u32>,
+}
+
+impl Walk {
+    fn push(&mut self, key: &str) {
+        let folder = crate::validate::folder_of(key);
+        if folder != self.last {
+            self.last = folder.to_string();
+            self.seen.insert(self.last.clone());
+            self.unit_groups.extend(crate::validate::log_group(folder));
+        }
+    }
+
+    /// Each folder that got no file, to the shard of its account and region, or the
+    /// first.
+    fn give(&self, shards: &mut [ShardSpec]) {
+        for f in self.folders.iter().filter(|f| !self.seen.contains(*f)) {
+            let group = crate::validate::log_group(f);
+            let shard = group.and_then(|g| self.group_shard.get(&g).copied());
+            if let Some(s) = shards.get_mut(shard.unwrap_or(0) as usize) {
+                s.empty_folders.push(f.clone());
+            }
+        }
+    }
 }
 
 /// The account and region of a key `…/ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/name` (the
@@ -287,7 +329,17 @@ impl Planner {
             ready: VecDeque::new(),
             hasher,
             oversized: Vec::new(),
+            walk: None,
         }
+    }
+
+    /// With `VALIDATE`: `folders`, the day's walk, are to be answered for, each by one
+    /// shard ([`ShardSpec::empty_folders`]).
+    pub fn answer_for(&mut self, folders: &[String]) {
+        self.walk = Some(Walk {
+            folders: folders.to_vec(),
+            ..Walk::default()
+        });
     }
 
     /// Whether everything pushed so far fits one shard.
@@ -306,6 +358,9 @@ impl Planner {
         };
         if self.unit.files > 0 && (!self.by_trail || group != self.unit.group) {
             self.add_unit();
+        }
+        if let Some(w) = &mut self.walk {
+            w.push(&object.key);
         }
         let u = &mut self.unit;
         if u.files == 0 {
@@ -345,8 +400,15 @@ impl Planner {
                 bytes: 0,
                 first_key: unit.first_key.clone(),
                 last_key: String::new(),
+                empty_folders: Vec::new(),
             },
         });
+        if let Some(w) = &mut self.walk {
+            let index = f.spec.index;
+            for g in w.unit_groups.drain(..) {
+                w.group_shard.insert(g, index);
+            }
+        }
         f.encoder
             .write_all(&unit.lines)
             .expect("writing to memory cannot fail");
@@ -389,6 +451,9 @@ impl Planner {
             self.add_unit();
         }
         self.close();
+        if let Some(w) = &self.walk {
+            w.give(&mut self.shards);
+        }
         (self.shards.clone(), layout::hex48(self.hasher.finish_128()))
     }
 
@@ -599,6 +664,9 @@ pub async fn plan_day(
     let settings = PlanSettings::of(cfg);
     let mut planner = Planner::new(cfg.shard_limits, by_trail(cfg), &settings);
     let prefixes = folders_in_order(folders.prefixes, by_trail(cfg));
+    if !cfg.validate.is_off() {
+        planner.answer_for(&prefixes);
+    }
     let all_folders = prefixes.clone();
     let progress = Arc::new(Progress::default());
     let (tx, rx) = mpsc::channel::<Result<SourceObject, Error>>(SPECULATIVE_QUEUE);
@@ -748,6 +816,50 @@ mod tests {
 
     fn key(account: &str, region: &str, n: usize) -> String {
         format!("AWSLogs/{account}/CloudTrail/{region}/2024/02/12/f{n:03}.json.gz")
+    }
+
+    /// With VALIDATE, each folder of the walk that got no file goes to the shard of
+    /// its account and region's files, or to the first when none has files; folders
+    /// with files go nowhere.
+    #[test]
+    fn empty_folders_go_to_the_shard_of_their_account_and_region() {
+        let folder = |account: &str, day: &str| {
+            format!("AWSLogs/{account}/CloudTrail/eu-west-1/2024/02/{day}/")
+        };
+        let walk = [
+            folder("111111111111", "12"),
+            folder("222222222222", "12"),
+            folder("222222222222", "13"),
+            folder("333333333333", "12"),
+        ];
+        let objects: Vec<SourceObject> = (0..3)
+            .map(|n| obj(&format!("{}f{n}.json.gz", walk[0]), 10))
+            .chain((0..3).map(|n| obj(&format!("{}f{n}.json.gz", walk[2]), 10)))
+            .collect();
+        let limits = ShardLimits {
+            max_files: 4,
+            max_bytes: 1000,
+        };
+        let mut p = Planner::new(limits, true, &settings());
+        p.answer_for(&walk);
+        for o in &objects {
+            p.push(o);
+        }
+        let (shards, id) = p.finish();
+        let empty: Vec<&[String]> = shards.iter().map(|s| &s.empty_folders[..]).collect();
+        assert_eq!(
+            empty,
+            [&[walk[3].clone()][..], &[walk[1].clone()][..]],
+            "{shards:?}"
+        );
+        // The content id does not depend on them.
+        let mut q = Planner::new(limits, true, &settings());
+        for o in &objects {
+            q.push(o);
+        }
+        let (plain, plain_id) = q.finish();
+        assert_eq!(plain_id, id);
+        assert!(plain.iter().all(|s| s.empty_folders.is_empty()));
     }
 
     /// Without DEDUP, shards are consecutive runs of the objects, cut before a limit

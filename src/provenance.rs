@@ -132,8 +132,7 @@ async fn read_digests(
     let mut public_keys = PublicKeys::new(&cfg.cloudtrail, day).await;
     let mut out = Digests::new();
     for d in fetched {
-        let region = validate::region_of(&d.key).unwrap_or_default().to_string();
-        let keys = public_keys.of(&region).await?;
+        let keys = public_keys.for_digest(&d).await?;
         let checked = d.verified(bucket, keys).map(|parsed| {
             parsed
                 .digest

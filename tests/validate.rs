@@ -97,11 +97,31 @@ struct Obj {
 /// [`TIMES`] and 25 hourly digests ending at 00:30 on the day through 00:30 the next
 /// (each listing the files delivered in the hour before its end), one chain.
 fn signed_day(signer: &Signer, fingerprint_der: &[u8]) -> (Vec<Obj>, Vec<Obj>) {
-    let fingerprint = md5_hex(fingerprint_der);
+    signed_day_with(signer, fingerprint_der, None)
+}
+
+/// The first account and region's digests made as backfill: `_backfill` names, signed
+/// by another key, with the time they were made in their metadata.
+struct Backfill<'a> {
+    signer: &'a Signer,
+    der: &'a [u8],
+    made: &'a str,
+}
+
+fn signed_day_with(
+    signer: &Signer,
+    fingerprint_der: &[u8],
+    backfill: Option<&Backfill>,
+) -> (Vec<Obj>, Vec<Obj>) {
     let (mut logs, mut digests) = (Vec::new(), Vec::new());
     let mut i = 0;
-    for (prefix, account) in LAYOUTS {
-        for region in REGIONS {
+    for (n, (prefix, account)) in LAYOUTS.iter().enumerate() {
+        for (m, region) in REGIONS.iter().enumerate() {
+            let backfill = backfill.filter(|_| (n, m) == (0, 0));
+            let (signer, fingerprint, suffix) = match backfill {
+                Some(b) => (b.signer, md5_hex(b.der), "_backfill"),
+                None => (signer, md5_hex(fingerprint_der), ""),
+            };
             let mut files = Vec::new();
             for t in TIMES {
                 let recs: Vec<String> = (0..3)
@@ -134,7 +154,7 @@ fn signed_day(signer: &Signer, fingerprint_der: &[u8]) -> (Vec<Obj>, Vec<Obj>) {
                     &date[6..]
                 );
                 let key = format!(
-                    "{prefix}{account}/CloudTrail-Digest/{region}/{folder}/{account}_CloudTrail-Digest_{region}_{TRAIL}_us-east-1_{stamp}.json.gz"
+                    "{prefix}{account}/CloudTrail-Digest/{region}/{folder}/{account}_CloudTrail-Digest_{region}_{TRAIL}_us-east-1_{stamp}{suffix}.json.gz"
                 );
                 // Files delivered in [end - 1 h, end): HHMM in [(h-1)*100+30, h*100+30).
                 let from = (h as i64 - 1) * 100 + 30;
@@ -167,13 +187,17 @@ fn signed_day(signer: &Signer, fingerprint_der: &[u8]) -> (Vec<Obj>, Vec<Obj>) {
                 let sha = sha256_hex(&body);
                 let prev_sig = prev.as_ref().map_or("null".to_string(), |p| p.2.clone());
                 let signature = signer.sign(&format!("{end}\n{SRC}/{key}\n{sha}\n{prev_sig}"));
+                let mut meta = vec![
+                    ("signature".into(), signature.clone()),
+                    ("signature-algorithm".into(), "SHA256withRSA".into()),
+                ];
+                if let Some(b) = backfill {
+                    meta.push(("backfill-generation-timestamp".into(), b.made.into()));
+                }
                 digests.push(Obj {
                     key: key.clone(),
                     body: gzip(&body),
-                    meta: vec![
-                        ("signature".into(), signature.clone()),
-                        ("signature-algorithm".into(), "SHA256withRSA".into()),
-                    ],
+                    meta,
                 });
                 prev = Some((key, sha, signature));
             }
@@ -197,51 +221,70 @@ async fn put_obj(s3: &Client, o: &Obj) {
 /// A `ListPublicKeys` endpoint on loopback answering with `keys` (DER), recording the
 /// region each request was signed for.
 async fn key_server(keys: Vec<Vec<u8>>) -> (String, Arc<Mutex<Vec<String>>>) {
-    use http_body_util::Full;
+    key_server_for(keys.into_iter().map(always).collect()).await
+}
+
+/// A key valid from 2023-11 to 2027-01.
+fn always(der: Vec<u8>) -> (Vec<u8>, (i64, i64)) {
+    (der, (1_700_000_000, 1_800_000_000))
+}
+
+/// [`key_server`] with each key's validity (epoch seconds): a request gets the keys
+/// valid at some time between its `StartTime` and `EndTime`.
+async fn key_server_for(keys: Vec<(Vec<u8>, (i64, i64))>) -> (String, Arc<Mutex<Vec<String>>>) {
+    use http_body_util::{BodyExt, Full};
     use hyper::service::service_fn;
     let regions = Arc::new(Mutex::new(Vec::new()));
-    let list: Vec<serde_json::Value> = keys
-        .iter()
-        .map(|der| {
-            json!({"Value": base64::engine::general_purpose::STANDARD.encode(der),
-                   "ValidityStartTime": 1_700_000_000, "ValidityEndTime": 1_800_000_000,
-                   "Fingerprint": md5_hex(der)})
-        })
-        .collect();
-    let body = json!({ "PublicKeyList": list }).to_string();
+    let keys: Arc<Vec<(serde_json::Value, (i64, i64))>> = Arc::new(
+        keys.iter()
+            .map(|(der, (from, to))| {
+                let key = json!({"Value": base64::engine::general_purpose::STANDARD.encode(der),
+                       "ValidityStartTime": from, "ValidityEndTime": to,
+                       "Fingerprint": md5_hex(der)});
+                (key, (*from, *to))
+            })
+            .collect(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = regions.clone();
     tokio::spawn(async move {
         while let Ok((conn, _)) = listener.accept().await {
-            let (body, seen) = (body.clone(), seen.clone());
+            let (keys, seen) = (keys.clone(), seen.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let target = req
-                        .headers()
-                        .get("x-amz-target")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_string();
-                    let auth = req
-                        .headers()
-                        .get("authorization")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_string();
+                    let header = |name: &str| {
+                        let v = req.headers().get(name).and_then(|v| v.to_str().ok());
+                        v.unwrap_or_default().to_string()
+                    };
+                    let (target, auth) = (header("x-amz-target"), header("authorization"));
                     // Credential=AKID/DATE/REGION/cloudtrail/aws4_request
                     let region = auth.split('/').nth(2).unwrap_or_default().to_string();
                     seen.lock().unwrap().push(region);
-                    let ok = target.ends_with(".ListPublicKeys");
-                    let (status, text) = if ok {
-                        (200, body.clone())
-                    } else {
-                        (
-                            400,
-                            format!("{{\"__type\":\"UnknownOperation\",\"message\":\"{target}\"}}"),
-                        )
-                    };
+                    let keys = keys.clone();
                     async move {
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let asked: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or_default();
+                        let time = |f: &str| asked[f].as_f64().map(|t| t as i64);
+                        let (start, end) = (
+                            time("StartTime").unwrap_or(i64::MIN),
+                            time("EndTime").unwrap_or(i64::MAX),
+                        );
+                        let valid: Vec<&serde_json::Value> = (keys.iter())
+                            .filter(|(_, (from, to))| *from <= end && *to >= start)
+                            .map(|(k, _)| k)
+                            .collect();
+                        let (status, text) = if target.ends_with(".ListPublicKeys") {
+                            (200, json!({ "PublicKeyList": valid }).to_string())
+                        } else {
+                            (
+                                400,
+                                format!(
+                                    "{{\"__type\":\"UnknownOperation\",\"message\":\"{target}\"}}"
+                                ),
+                            )
+                        };
                         Ok::<_, std::convert::Infallible>(
                             hyper::Response::builder()
                                 .status(status)
@@ -284,7 +327,7 @@ struct Run {
 
 async fn run(
     vars: &[(&str, &str)],
-    served: Vec<Vec<u8>>,
+    served: Vec<(Vec<u8>, (i64, i64))>,
     logs: &[Obj],
     digests: &[Obj],
     tamper: impl AsyncFnOnce(&Client),
@@ -297,7 +340,7 @@ async fn run(
         put_obj(&s3, o).await;
     }
     tamper(&s3).await;
-    let (endpoint, regions) = key_server(served).await;
+    let (endpoint, regions) = key_server_for(served).await;
     let mut vars = vars.to_vec();
     vars.push(("SRC_BUCKET", SRC));
     let mut cfg: Config = config_with(&vars);
@@ -337,7 +380,14 @@ async fn an_untouched_signed_day_verifies_whole() {
             vec![("VALIDATE", "strict"), ("DAY_BY", "event")],
             vec![("VALIDATE", "strict"), ("SHARD_MAX_FILES", "4")],
         ] {
-            let r = run(&vars, vec![der.clone()], &logs, &digests, async |_| {}).await;
+            let r = run(
+                &vars,
+                vec![always(der.clone())],
+                &logs,
+                &digests,
+                async |_| {},
+            )
+            .await;
             let m = r
                 .result
                 .unwrap_or_else(|e| panic!("{encoding} {vars:?}: {e}"));
@@ -506,8 +556,17 @@ async fn each_tampering_is_counted_and_strict_fails_the_day() {
             false,
         ),
     ];
+    // A plan of shards answers for the emptied folder as a day of one shard does.
+    let shards = [("SHARD_MAX_FILES", "4")];
+    let variants = |case| match case {
+        "emptied folder" => vec![&[][..], &shards[..]],
+        _ => vec![&[][..]],
+    };
     for (case, want, fails) in cases {
-        for mode in ["report", "strict"] {
+        for (mode, extra) in ["report", "strict"]
+            .into_iter()
+            .flat_map(|m| variants(case).into_iter().map(move |x| (m, x)))
+        {
             let tamper = async |s3: &Client| match case {
                 "modified" => {
                     let o = logs.iter().find(|o| o.key == log_0530).unwrap();
@@ -570,25 +629,39 @@ async fn each_tampering_is_counted_and_strict_fails_the_day() {
                 "last digest not yet" => delete(s3, &last).await,
                 _ => unreachable!(),
             };
-            let vars = [("VALIDATE", mode), ("CHUNK_SIZE_BYTES", "4000")];
-            let r = run(&vars, vec![signer.spki.clone()], &logs, &digests, tamper).await;
+            let mut vars = vec![("VALIDATE", mode), ("CHUNK_SIZE_BYTES", "4000")];
+            vars.extend_from_slice(extra);
+            let r = run(
+                &vars,
+                vec![always(signer.spki.clone())],
+                &logs,
+                &digests,
+                tamper,
+            )
+            .await;
+            let label = format!("{case} {extra:?}");
             if mode == "strict" && fails {
-                match r.result {
+                // A plan's day fails in the shard that commits it.
+                let result = match r.result {
+                    Err(Error::Shard { source, .. }) => Err(*source),
+                    other => other,
+                };
+                match result {
                     Err(Error::Integrity { validation, .. }) => {
-                        assert_eq!(validation, want, "{case} {mode}")
+                        assert_eq!(validation, want, "{label} {mode}")
                     }
-                    other => panic!("{case} {mode}: {other:?}"),
+                    other => panic!("{label} {mode}: {other:?}"),
                 }
-                assert_eq!(get(&r.s3, DST, MANIFEST).await, None, "{case}: a manifest");
+                assert_eq!(get(&r.s3, DST, MANIFEST).await, None, "{label}: a manifest");
                 let left = keys(&r.s3, DST, "cloudtrail-daily/2024/02/12/").await;
                 assert!(
                     left.iter()
                         .all(|k| k.rsplit('/').next().unwrap().starts_with('_')),
-                    "{case}: {left:?}"
+                    "{label}: {left:?}"
                 );
             } else {
-                let m = r.result.unwrap_or_else(|e| panic!("{case} {mode}: {e}"));
-                assert_eq!(m.validation, Some(want), "{case} {mode}");
+                let m = r.result.unwrap_or_else(|e| panic!("{label} {mode}: {e}"));
+                assert_eq!(m.validation, Some(want), "{label} {mode}");
                 // The inventory says it of the file.
                 let lines = inventory_of(&r.s3, &m).await;
                 let status = lines
@@ -601,13 +674,94 @@ async fn each_tampering_is_counted_and_strict_fails_the_day() {
                     "last digest not yet" => Status::Verified,
                     _ => Status::NotCovered,
                 };
-                assert_eq!(status, Some(want_status), "{case}");
+                assert_eq!(status, Some(want_status), "{label}");
                 let written: Manifest =
                     serde_json::from_slice(&get(&r.s3, DST, MANIFEST).await.unwrap()).unwrap();
-                assert_eq!(written.validation, Some(want), "{case} {mode}");
+                assert_eq!(written.validation, Some(want), "{label} {mode}");
             }
         }
     }
+}
+
+/// Backfill digests (made late, named `…_backfill.json.gz`) are a chain of their own.
+/// One made months after the day is signed with a key of that time, which
+/// `ListPublicKeys` gives only when asked about that time: it is asked, as the AWS CLI
+/// asks it, around the digest's `backfill-generation-timestamp`. Without that metadata
+/// a backfill digest is invalid (as the CLI has it), and vouches for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_digests_are_checked_with_the_keys_of_their_time() {
+    let (signer, later) = (Signer::new(), Signer::new());
+    let made_at = 1_717_236_000; // 2024-06-01T10:00:00Z
+    let backfill = Backfill {
+        signer: &later,
+        der: &later.spki,
+        made: "2024-06-01T10:00:00Z",
+    };
+    let (logs, digests) = signed_day_with(&signer, &signer.spki, Some(&backfill));
+    let backfills: Vec<&Obj> = digests
+        .iter()
+        .filter(|d| d.key.ends_with("_backfill.json.gz"))
+        .collect();
+    assert_eq!(backfills.len(), 25);
+    let served = vec![
+        always(signer.spki.clone()),
+        (later.spki.clone(), (made_at - 1800, made_at + 1800)),
+    ];
+    let vars = [("VALIDATE", "strict")];
+    let r = run(&vars, served.clone(), &logs, &digests, async |_| {}).await;
+    let m = r.result.unwrap();
+    assert_eq!(m.validation, Some(all_good()));
+
+    // The later key not published: the backfill chain does not verify.
+    let r = run(
+        &vars,
+        vec![always(signer.spki.clone())],
+        &logs,
+        &digests,
+        async |_| {},
+    )
+    .await;
+    match r.result {
+        Err(Error::Integrity { validation, .. }) => assert_eq!(
+            validation,
+            Validation {
+                files_verified: 12,
+                files_not_covered: 4,
+                digests_verified: 75,
+                digests_invalid: 25,
+                ..Validation::default()
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    // One backfill digest without the time it was made.
+    let (prefix, account) = LAYOUTS[0];
+    let bare = format!(
+        "{}_backfill.json.gz",
+        digest_key(
+            prefix,
+            account,
+            REGIONS[0],
+            "2024/02/12",
+            "20240212T063000Z"
+        )
+        .trim_end_matches(".json.gz")
+    );
+    let strip = async |s3: &Client| {
+        let mut o = (*backfills.iter().find(|o| o.key == bare).unwrap()).clone();
+        o.meta.retain(|(k, _)| k != "backfill-generation-timestamp");
+        put_obj(s3, &o).await;
+    };
+    let r = run(&[("VALIDATE", "report")], served, &logs, &digests, strip).await;
+    let want = Validation {
+        files_verified: 15,
+        files_not_covered: 1,
+        digests_verified: 99,
+        digests_invalid: 1,
+        ..Validation::default()
+    };
+    assert_eq!(r.result.unwrap().validation, Some(want));
 }
 
 /// The lines of every inventory the manifest lists, in order.
@@ -875,7 +1029,7 @@ async fn verify_names_a_changed_inventory() {
     let vars = [("VALIDATE", "report"), ("SHARD_MAX_FILES", "8")];
     let r = run(
         &vars,
-        vec![signer.pkcs1.clone()],
+        vec![always(signer.pkcs1.clone())],
         &logs,
         &digests,
         async |_| {},
@@ -925,7 +1079,7 @@ async fn verify_sources_follows_each_file_to_its_digest() {
     ];
     let r = run(
         &vars,
-        vec![signer.spki.clone()],
+        vec![always(signer.spki.clone())],
         &logs,
         &digests,
         async |_| {},

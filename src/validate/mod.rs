@@ -15,7 +15,8 @@
 //!    its `x-amz-meta-signature`, and checks it with [`crate::digest`]: location,
 //!    signature by the key `ListPublicKeys` gives in the digest's region, and the chain
 //!    — each digest must name the one before it in its chain (per trail; `_backfill`
-//!    digests are a chain of their own);
+//!    digests are a chain of their own, each saying when it was made, and checked with
+//!    the keys of that time: [`PublicKeys::for_digest`]);
 //! 3. once the group's log files are read, compares the hashes: every log file a verified digest lists in a folder that was
 //!    read is **verified** (same SHA-256), **modified** (another), or **missing** (not
 //!    in the bucket); a file read that no verified digest lists is **not covered**.
@@ -188,7 +189,7 @@ fn key_id(key: &str) -> u128 {
 }
 
 /// The folder of a key, with its last `/`.
-fn folder_of(key: &str) -> &str {
+pub(crate) fn folder_of(key: &str) -> &str {
     key.rfind('/').map_or("", |i| &key[..=i])
 }
 
@@ -281,6 +282,12 @@ fn digest_region_of(log_folder: &str) -> Option<(String, Day)> {
     Some((prefix, day))
 }
 
+/// The digest group (`…/CloudTrail-Digest/REGION/`) of a log folder's account and
+/// region: the digests checked together.
+pub(crate) fn log_group(folder: &str) -> Option<String> {
+    digest_region_of(folder).map(|(group, _)| group)
+}
+
 /// The digest folders to list for `folders` (log folders): folder → the end-time
 /// cut-off of the names taken from it (`None`: all), grouped by account and region
 /// (the map's order).
@@ -342,12 +349,43 @@ pub struct DigestObject {
     pub body: Result<Vec<u8>, String>,
     pub signature: Option<String>,
     pub signature_algorithm: Option<String>,
+    /// Its `x-amz-meta-backfill-generation-timestamp`: when a backfill digest was made.
+    pub backfill_generated: Option<String>,
 }
 
 impl DigestObject {
+    /// Whether its key is a backfill digest's (`…_backfill.json.gz`).
+    pub fn is_backfill(&self) -> bool {
+        self.key.ends_with("_backfill.json.gz")
+    }
+
+    /// When a backfill digest was made, if it says so in a form read here (RFC 3339,
+    /// or `YYYYMMDDTHHMMSSZ`).
+    pub fn backfill_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let t = self.backfill_generated.as_deref()?.trim();
+        if !self.is_backfill() {
+            return None;
+        }
+        chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| t.to_utc())
+            .or_else(|_| {
+                chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%SZ").map(|t| t.and_utc())
+            })
+            .ok()
+    }
+
     /// The digest, parsed, when it is readable, where it says it is in `bucket`, and
-    /// signed by the key it names among `keys`; else why not.
+    /// signed by the key it names among `keys` (a backfill digest also saying when it
+    /// was made, as the AWS CLI requires); else why not.
     pub fn verified(&self, bucket: &str, keys: &[PublicKey]) -> Result<DigestFile, String> {
+        if self.is_backfill() && self.backfill_time().is_none() {
+            return Err(match &self.backfill_generated {
+                None => {
+                    "a backfill digest without its backfill-generation-timestamp metadata".into()
+                }
+                Some(t) => format!("its backfill-generation-timestamp {t:?} is not a time"),
+            });
+        }
         let bytes = self.body.as_ref().map_err(Clone::clone)?;
         let parsed = digest::parse(bytes).map_err(|e| e.to_string())?;
         let meta = Metadata {
@@ -585,6 +623,8 @@ pub struct PublicKeys {
     base: aws_sdk_cloudtrail::config::Builder,
     range: (aws_smithy_types::DateTime, aws_smithy_types::DateTime),
     cache: HashMap<String, Vec<PublicKey>>,
+    /// (region, hour) of the backfill generation times asked about.
+    asked: BTreeSet<(String, i64)>,
 }
 
 impl PublicKeys {
@@ -601,20 +641,52 @@ impl PublicKeys {
             base: cloudtrail.builder().await,
             range: (start, end),
             cache: HashMap::new(),
+            asked: BTreeSet::new(),
         }
     }
 
     /// The keys of `region`.
     pub async fn of(&mut self, region: &str) -> Result<&[PublicKey], Error> {
         if !self.cache.contains_key(region) {
-            let keys = self.list(region).await?;
+            let keys = self.list(region, self.range).await?;
             info!(region, keys = keys.len(), "public keys listed");
             self.cache.insert(region.to_string(), keys);
         }
         Ok(&self.cache[region])
     }
 
-    async fn list(&self, region: &str) -> Result<Vec<PublicKey>, Error> {
+    /// The keys digest `d` may be signed with: its region's, and for a backfill digest
+    /// made outside the day's range also those valid within an hour of its
+    /// `backfill-generation-timestamp` (CloudTrail signs a backfill digest when it makes
+    /// it; the AWS CLI asks the same window).
+    pub async fn for_digest(&mut self, d: &DigestObject) -> Result<&[PublicKey], Error> {
+        let region = region_of(&d.key).unwrap_or_default().to_string();
+        self.of(&region).await?;
+        if let Some(t) = d.backfill_time() {
+            let at = t.timestamp();
+            let (start, end) = (self.range.0.secs(), self.range.1.secs());
+            let outside = at < start || at > end;
+            if outside && self.asked.insert((region.clone(), at.div_euclid(3600))) {
+                let from = aws_smithy_types::DateTime::from_secs;
+                let window = (from(at - 3600), from(at + 3600));
+                let more = self.list(&region, window).await?;
+                info!(region, around = %t, keys = more.len(), "public keys listed for a backfill digest");
+                let have = self.cache.get_mut(&region).expect("listed above");
+                for k in more {
+                    if !have.iter().any(|h| h.fingerprint == k.fingerprint) {
+                        have.push(k);
+                    }
+                }
+            }
+        }
+        Ok(&self.cache[&region])
+    }
+
+    async fn list(
+        &self,
+        region: &str,
+        (start, end): (aws_smithy_types::DateTime, aws_smithy_types::DateTime),
+    ) -> Result<Vec<PublicKey>, Error> {
         let conf = self
             .base
             .clone()
@@ -623,8 +695,8 @@ impl PublicKeys {
         let client = aws_sdk_cloudtrail::Client::from_conf(conf);
         let mut pages = client
             .list_public_keys()
-            .start_time(self.range.0)
-            .end_time(self.range.1)
+            .start_time(start)
+            .end_time(end)
             .into_paginator()
             .send();
         let mut keys = Vec::new();

@@ -24,8 +24,8 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use super::{
-    digest_folders, digest_name, digest_region_of, folder_of, region_of, Checker, DigestObject,
-    FilesRead, PublicKeys, Validation,
+    digest_folders, digest_name, folder_of, log_group, region_of, Checker, DigestObject, FilesRead,
+    PublicKeys, Validation,
 };
 use crate::error::Error;
 use crate::listing::{self, SourceObject};
@@ -122,11 +122,6 @@ struct DigestGroup {
     group: String,
     listed: BTreeMap<String, Option<String>>,
     digests: Vec<DigestObject>,
-}
-
-/// The digest group (`…/CloudTrail-Digest/REGION/`) of a log folder's account and region.
-fn log_group(folder: &str) -> Option<String> {
-    digest_region_of(folder).map(|(group, _)| group)
 }
 
 /// The log folders `seen`, as runs of one account and region each, in their order,
@@ -321,6 +316,9 @@ impl<'a> Files<'a> {
             if let Some(g) = pending.take_if(|g| self.complete(&g.group)) {
                 deadline()?;
                 if !g.digests.is_empty() {
+                    for d in &g.digests {
+                        keys.for_digest(d).await?;
+                    }
                     let region = region_of(&g.group).unwrap_or_default().to_string();
                     let keys = keys.of(&region).await?;
                     self.checker.group(g.listed, g.digests, keys);
@@ -379,6 +377,7 @@ pub(crate) async fn read_digest(
         body,
         signature: meta.get("signature").cloned(),
         signature_algorithm: meta.get("signature-algorithm").cloned(),
+        backfill_generated: meta.get("backfill-generation-timestamp").cloned(),
     })
 }
 
