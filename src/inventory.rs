@@ -88,12 +88,12 @@ pub fn lines<'a>(read: &'a FilesRead, chunks: &'a [ChunkEntry]) -> impl Iterator
         Line {
             key: read.key(r),
             size: (r.status != Status::Missing).then_some(r.size),
-            etag: read.etag(r).map(str::to_string),
+            etag: read.etag(r),
             sha256: hex::encode(r.sha256),
             records: r.records,
             chunks: names,
             validation: r.status,
-            digest: r.digest.map(|i| read.digests[i as usize].clone()),
+            digest: r.digest.map(|i| read.digests.get(i)),
         }
     })
 }

@@ -137,20 +137,130 @@ impl std::fmt::Display for Validation {
 
 /// The log files a shard read, in order — key, size, ETag, the SHA-256 of the decoded
 /// bytes, the records written from it — and what the digests said of each: the rows of
-/// the shard's inventory ([`crate::inventory`]). Found by a 128-bit hash of the key;
-/// file names and ETags are kept end to end in one buffer, each folder once. About 75
-/// bytes a file beside its name and ETag (~100 bytes for CloudTrail's).
+/// the shard's inventory ([`crate::inventory`]). Found by a 64-bit hash of the key
+/// (checked against the key: exact). File names and ETags are kept end to end in one
+/// buffer, each folder once, without what the folder already says: a CloudTrail name's
+/// `ACCOUNT_CloudTrail_REGION_` and `.json.gz`, and an MD5 ETag as its 16 bytes. About
+/// 90 bytes a file for CloudTrail's.
 #[derive(Debug, Default)]
 pub struct FilesRead {
-    index: HashMap<u128, u32>,
+    index: HashMap<u64, u32>,
+    /// Keys whose hash another key had first.
+    collided: HashMap<String, u32>,
     pub(crate) rows: Vec<Row>,
-    /// Each row's name (its key after the folder), then its ETag.
-    text: String,
+    /// Each row's name (its key after the folder, see [`Row::flags`]), then its ETag.
+    text: Vec<u8>,
     /// The rows' folders, each once per run of rows in it (files come folder by folder).
     prefixes: Vec<String>,
+    /// The CloudTrail name stem of the last prefix ([`stem_of`]).
+    stem: String,
     folders: BTreeSet<String>,
     /// The digests rows name ([`Row::digest`]).
-    pub(crate) digests: Vec<String>,
+    pub(crate) digests: DigestNames,
+}
+
+/// The keys of the digests rows name, each kept as its folder (once per run of them),
+/// the stem of its name (once per trail: `ACCOUNT_CloudTrail-Digest_REGION_TRAIL_HOME`)
+/// and its time: ~30 bytes a digest instead of ~150.
+#[derive(Debug, Default)]
+pub(crate) struct DigestNames {
+    folders: Vec<String>,
+    stems: Vec<String>,
+    stem_index: HashMap<String, u32>,
+    entries: Vec<DigestEntry>,
+    /// Names that do not split so, by entry.
+    other: HashMap<u32, String>,
+}
+
+#[derive(Debug)]
+struct DigestEntry {
+    folder: u32,
+    /// `u32::MAX`: the name is in `other`.
+    stem: u32,
+    time: [u8; 16],
+    backfill: bool,
+}
+
+impl DigestNames {
+    /// Adds `key`; its index.
+    pub(crate) fn push(&mut self, key: &str) -> u32 {
+        let i = self.entries.len() as u32;
+        let folder = folder_of(key);
+        if self.folders.last().is_none_or(|f| f != folder) {
+            self.folders.push(folder.to_string());
+        }
+        let name = &key[folder.len()..];
+        let stem_time = name
+            .strip_suffix(".json.gz")
+            .map(|n| match n.strip_suffix("_backfill") {
+                Some(n) => (n, true),
+                None => (n, false),
+            });
+        let split = stem_time.and_then(|(n, backfill)| {
+            let (stem, time) = n.rsplit_once('_')?;
+            Some((stem, <[u8; 16]>::try_from(time.as_bytes()).ok()?, backfill))
+        });
+        let mut entry = DigestEntry {
+            folder: self.folders.len() as u32 - 1,
+            stem: u32::MAX,
+            time: [0; 16],
+            backfill: false,
+        };
+        match split {
+            Some((stem, time, backfill)) => {
+                let next = self.stems.len() as u32;
+                let s = *self.stem_index.entry(stem.to_string()).or_insert(next);
+                if s == next {
+                    self.stems.push(stem.to_string());
+                }
+                (entry.stem, entry.time, entry.backfill) = (s, time, backfill);
+            }
+            None => {
+                self.other.insert(i, name.to_string());
+            }
+        }
+        self.entries.push(entry);
+        i
+    }
+
+    /// The key of digest `i`.
+    pub(crate) fn get(&self, i: u32) -> String {
+        let e = &self.entries[i as usize];
+        let folder = &self.folders[e.folder as usize];
+        if e.stem == u32::MAX {
+            return format!("{folder}{}", self.other[&i]);
+        }
+        let time = std::str::from_utf8(&e.time).expect("a name's part, as put");
+        let backfill = if e.backfill { "_backfill" } else { "" };
+        let stem = &self.stems[e.stem as usize];
+        format!("{folder}{stem}_{time}{backfill}.json.gz")
+    }
+}
+
+/// [`Row::flags`]: the name in the text lacks its folder's CloudTrail stem.
+const STEM: u8 = 1;
+/// … lacks `.json.gz`.
+const GZ: u8 = 2;
+/// … and the ETag is a quoted MD5 in lowercase hex, kept as its 16 bytes.
+const MD5: u8 = 4;
+
+/// `ACCOUNT_CloudTrail_REGION_`, how CloudTrail's names begin in a folder
+/// `…/ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/`.
+fn stem_of(folder: &str) -> Option<String> {
+    let i = folder.find("/CloudTrail/")?;
+    let account = folder[..i].rsplit('/').next()?;
+    let region = folder[i + "/CloudTrail/".len()..].split('/').next()?;
+    Some(format!("{account}_CloudTrail_{region}_"))
+}
+
+/// The 16 bytes of an ETag `"<32 lowercase hex>"` (a single-part upload's MD5).
+fn md5_etag(etag: &str) -> Option<[u8; 16]> {
+    let hex = etag.strip_prefix('"')?.strip_suffix('"')?;
+    let lower = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+    if hex.len() != 32 || !hex.bytes().all(lower) {
+        return None;
+    }
+    hex::decode(hex).ok()?.try_into().ok()
 }
 
 /// One source file of the inventory.
@@ -162,6 +272,8 @@ pub(crate) struct Row {
     at: u32,
     key_len: u16,
     etag_len: u16,
+    /// What of the key and ETag the text leaves out ([`STEM`], [`GZ`], [`MD5`]).
+    flags: u8,
     /// As stored; 0 for a file missing.
     pub size: u64,
     /// Of the decoded bytes; for a file missing, what its digest lists.
@@ -184,8 +296,8 @@ pub enum Status {
     NotCovered,
 }
 
-fn key_id(key: &str) -> u128 {
-    twox_hash::xxhash3_128::Hasher::oneshot(key.as_bytes())
+fn key_id(key: &str) -> u64 {
+    twox_hash::xxhash3_128::Hasher::oneshot(key.as_bytes()) as u64
 }
 
 /// The folder of a key, with its last `/`.
@@ -209,14 +321,35 @@ impl FilesRead {
         if !self.folders.contains(folder) {
             self.folders.insert(folder.to_string());
         }
-        self.index.insert(key_id(file.key), self.rows.len() as u32);
         let row = Row {
             size: file.size,
             sha256: file.sha256.unwrap_or_default(),
             records: kept,
             ..self.text_of(file.key, file.etag)
         };
+        self.push(file.key, row);
+    }
+
+    /// Adds `row`, of `key`, and finds it by its key.
+    fn push(&mut self, key: &str, row: Row) {
+        let i = self.rows.len() as u32;
         self.rows.push(row);
+        match self.index.entry(key_id(key)) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(i);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collided.insert(key.to_string(), i);
+            }
+        }
+    }
+
+    /// The row of `key`.
+    fn find(&self, key: &str) -> Option<usize> {
+        match self.index.get(&key_id(key)) {
+            Some(&i) if self.key(&self.rows[i as usize]) == key => Some(i as usize),
+            _ => self.collided.get(key).map(|&i| i as usize),
+        }
     }
 
     /// A row with `key` and `etag` put in the text (S3 keys are at most 1,024 bytes).
@@ -224,17 +357,38 @@ impl FilesRead {
         let folder = folder_of(key);
         if self.prefixes.last().is_none_or(|p| p != folder) {
             self.prefixes.push(folder.to_string());
+            self.stem = stem_of(folder).unwrap_or_default();
         }
-        let name = &key[folder.len()..];
+        let mut flags = 0;
+        let mut name = &key[folder.len()..];
+        if let Some(rest) = name.strip_prefix(self.stem.as_str()) {
+            if !self.stem.is_empty() {
+                (name, flags) = (rest, flags | STEM);
+            }
+        }
+        if let Some(rest) = name.strip_suffix(".json.gz") {
+            (name, flags) = (rest, flags | GZ);
+        }
         let at = self.text.len() as u32;
+        self.text.extend_from_slice(name.as_bytes());
         let etag = etag.unwrap_or_default();
-        self.text.push_str(name);
-        self.text.push_str(etag);
+        let etag_len = match md5_etag(etag) {
+            Some(md5) => {
+                flags |= MD5;
+                self.text.extend_from_slice(&md5);
+                md5.len()
+            }
+            None => {
+                self.text.extend_from_slice(etag.as_bytes());
+                etag.len()
+            }
+        };
         Row {
             folder: self.prefixes.len() as u32 - 1,
             at,
             key_len: name.len() as u16,
-            etag_len: etag.len() as u16,
+            etag_len: etag_len as u16,
+            flags,
             size: 0,
             sha256: [0; 32],
             records: 0,
@@ -246,14 +400,26 @@ impl FilesRead {
     /// A row's key.
     pub(crate) fn key(&self, r: &Row) -> String {
         let at = r.at as usize;
-        let name = &self.text[at..at + r.key_len as usize];
-        format!("{}{name}", self.prefixes[r.folder as usize])
+        let name = std::str::from_utf8(&self.text[at..at + r.key_len as usize])
+            .expect("a key's part, as put");
+        let folder = &self.prefixes[r.folder as usize];
+        let stem = match r.flags & STEM {
+            0 => None,
+            _ => stem_of(folder),
+        };
+        let gz = if r.flags & GZ != 0 { ".json.gz" } else { "" };
+        format!("{folder}{}{name}{gz}", stem.unwrap_or_default())
     }
 
     /// A row's ETag.
-    pub(crate) fn etag(&self, r: &Row) -> Option<&str> {
+    pub(crate) fn etag(&self, r: &Row) -> Option<String> {
         let at = r.at as usize + r.key_len as usize;
-        (r.etag_len > 0).then(|| &self.text[at..at + r.etag_len as usize])
+        let bytes = &self.text[at..at + r.etag_len as usize];
+        match (r.etag_len, r.flags & MD5) {
+            (0, _) => None,
+            (_, 0) => Some(String::from_utf8_lossy(bytes).into_owned()),
+            _ => Some(format!("\"{}\"", hex::encode(bytes))),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -402,8 +568,9 @@ impl DigestObject {
 pub struct Checker<'a> {
     bucket: &'a str,
     read: FilesRead,
-    /// The digest folders listed so far ([`digest_folders`]): a digest named in them
-    /// was listed, if it exists.
+    /// The digest folders of the group being checked ([`digest_folders`]): a digest
+    /// named in them was listed, if it exists (a digest names one of its own account
+    /// and region).
     listed: BTreeMap<String, Option<String>>,
     counts: Validation,
 }
@@ -443,7 +610,7 @@ impl<'a> Checker<'a> {
         mut digests: Vec<DigestObject>,
         keys: &[PublicKey],
     ) {
-        self.listed.extend(listed);
+        self.listed = listed;
         let mut chains: BTreeMap<String, Vec<(String, DigestObject)>> = BTreeMap::new();
         for d in digests.drain(..) {
             match digest_name(&d.key) {
@@ -522,16 +689,13 @@ impl<'a> Checker<'a> {
                 continue;
             }
             let read = &mut self.read;
-            let index = *digest_index.get_or_insert_with(|| {
-                read.digests.push(d.digest.digest_s3_object.clone());
-                read.digests.len() as u32 - 1
-            });
+            let index =
+                *digest_index.get_or_insert_with(|| read.digests.push(&d.digest.digest_s3_object));
             let listed: Option<[u8; 32]> = hex::decode(f.hash_value.trim())
                 .ok()
                 .and_then(|h| h.try_into().ok());
             let object = || format!("s3://{}/{}", f.s3_bucket, f.s3_object);
-            let id = key_id(&f.s3_object);
-            match read.index.get(&id).map(|&i| &mut read.rows[i as usize]) {
+            match read.find(&f.s3_object).map(|i| &mut read.rows[i]) {
                 Some(r) if r.status != Status::NotCovered => {}
                 Some(r) => {
                     r.digest = Some(index);
@@ -544,14 +708,13 @@ impl<'a> Checker<'a> {
                     }
                 }
                 None => {
-                    read.index.insert(id, read.rows.len() as u32);
                     let row = Row {
                         sha256: listed.unwrap_or_default(),
                         status: Status::Missing,
                         digest: Some(index),
                         ..read.text_of(&f.s3_object, None)
                     };
-                    read.rows.push(row);
+                    read.push(&f.s3_object, row);
                     warn!(object = %object(), digest = %d.digest.digest_s3_object,
                         "log file missing: its digest lists it, the bucket does not have it");
                 }
@@ -758,6 +921,61 @@ mod tests {
             .map(|(f, c)| (f.to_string(), c.map(String::from)))
             .collect();
         assert_eq!(got, want);
+    }
+
+    /// The rows give back each key and ETag exactly as added, whatever of them the
+    /// text leaves out, and are found by key.
+    #[test]
+    fn files_read_keep_keys_and_etags_exactly() {
+        let folder = "AWSLogs/o-abcdefghij/111111111111/CloudTrail/eu-west-1/2024/02/12/";
+        let keys_etags: [(String, Option<&str>); 6] = [
+            (
+                format!("{folder}111111111111_CloudTrail_eu-west-1_20240212T0005Z_AbCdEf0123456789.json.gz"),
+                Some("\"0123456789abcdef0123456789abcdef\""),
+            ),
+            (
+                format!("{folder}111111111111_CloudTrail_eu-west-1_20240212T0010Z_x.json"),
+                Some("\"0123456789ABCDEF0123456789ABCDEF\""),
+            ),
+            (format!("{folder}other.json.gz"), Some("\"0123456789abcdef0123456789abcdef-3\"")),
+            (format!("{folder}222222222222_CloudTrail_eu-west-1_y.json.gz"), None),
+            ("AWSLogs/x/Config/a.json.gz".to_string(), Some("plain")),
+            ("top.json.gz".to_string(), Some("\"\"")),
+        ];
+        let mut read = FilesRead::default();
+        for (key, etag) in &keys_etags {
+            let file = FileDone {
+                key,
+                size: 7,
+                etag: *etag,
+                records: 1,
+                sha256: Some([1; 32]),
+            };
+            read.add(&file, 1);
+        }
+        for (i, (key, etag)) in keys_etags.iter().enumerate() {
+            let r = &read.rows[i];
+            assert_eq!(&read.key(r), key);
+            let etag = etag.filter(|e| !e.is_empty()).map(str::to_string);
+            assert_eq!(read.etag(r), etag, "{key}");
+            assert_eq!(read.find(key), Some(i));
+        }
+        assert_eq!(read.rows[0].flags, STEM | GZ | MD5);
+        let p = "AWSLogs/111111111111/CloudTrail-Digest/eu-west-1/2024/02/12/";
+        let digests = [
+            format!("{p}111111111111_CloudTrail-Digest_eu-west-1_my_trail_us-east-1_20240212T063000Z.json.gz"),
+            format!("{p}111111111111_CloudTrail-Digest_eu-west-1_my_trail_us-east-1_20240212T073000Z_backfill.json.gz"),
+            format!("{p}odd.json"),
+            format!("{p}111111111111_CloudTrail-Digest_eu-west-1_my_trail_us-east-1_20240212T083000Z.json.gz"),
+        ];
+        let mut names = DigestNames::default();
+        let at: Vec<u32> = digests.iter().map(|d| names.push(d)).collect();
+        assert_eq!(at, [0, 1, 2, 3]);
+        for (i, d) in digests.iter().enumerate() {
+            assert_eq!(&names.get(i as u32), d);
+        }
+        assert_eq!(names.stems.len(), 1);
+        assert_eq!(read.find(&format!("{folder}absent.json.gz")), None);
     }
 
     /// A digest's chain and time come from its name; `_backfill` digests are a chain
