@@ -147,9 +147,9 @@ pub struct FilesRead {
     index: HashMap<u64, u32>,
     /// Keys whose hash another key had first.
     collided: HashMap<String, u32>,
-    pub(crate) rows: Vec<Row>,
+    pub(crate) rows: Pages<Row, ROW_PAGE>,
     /// Each row's name (its key after the folder, see [`Row::flags`]), then its ETag.
-    text: Vec<u8>,
+    text: Text,
     /// The rows' folders, each once per run of rows in it (files come folder by folder).
     prefixes: Vec<String>,
     /// The CloudTrail name stem of the last prefix ([`stem_of`]).
@@ -167,7 +167,7 @@ pub(crate) struct DigestNames {
     folders: Vec<String>,
     stems: Vec<String>,
     stem_index: HashMap<String, u32>,
-    entries: Vec<DigestEntry>,
+    entries: Pages<DigestEntry, ROW_PAGE>,
     /// Names that do not split so, by entry.
     other: HashMap<u32, String>,
 }
@@ -236,6 +236,87 @@ impl DigestNames {
         format!("{folder}{stem}_{time}{backfill}.json.gz")
     }
 }
+
+/// A list that grows in pages of `N` items: adding never moves what is in it, so
+/// growth leaves no freed half-size buffers behind while the shard's other buffers
+/// are live (the inventory's rows grow for the whole shard).
+#[derive(Debug)]
+pub(crate) struct Pages<T, const N: usize> {
+    pages: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T, const N: usize> Default for Pages<T, N> {
+    fn default() -> Self {
+        Pages {
+            pages: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T, const N: usize> Pages<T, N> {
+    pub(crate) fn push(&mut self, item: T) {
+        if self.pages.last().is_none_or(|p| p.len() == N) {
+            self.pages.push(Vec::with_capacity(N));
+        }
+        self.pages.last_mut().expect("a page").push(item);
+        self.len += 1;
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.pages.iter().flatten()
+    }
+}
+
+impl<T, const N: usize> std::ops::Index<usize> for Pages<T, N> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
+        &self.pages[i / N][i % N]
+    }
+}
+
+impl<T, const N: usize> std::ops::IndexMut<usize> for Pages<T, N> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        &mut self.pages[i / N][i % N]
+    }
+}
+
+/// Bytes kept in pages of [`TEXT_PAGE`]; each item whole in one page, found by its
+/// offset (page × `TEXT_PAGE` + where in it).
+#[derive(Debug, Default)]
+struct Text(Vec<Vec<u8>>);
+
+const TEXT_PAGE: usize = 256 * 1024;
+
+impl Text {
+    /// Adds `parts` end to end (at most `TEXT_PAGE` bytes); where they begin.
+    fn append(&mut self, parts: &[&[u8]]) -> u32 {
+        let n: usize = parts.iter().map(|p| p.len()).sum();
+        if self.0.last().is_none_or(|p| p.len() + n > TEXT_PAGE) {
+            self.0.push(Vec::with_capacity(TEXT_PAGE));
+        }
+        let page = self.0.len() - 1;
+        let last = &mut self.0[page];
+        let at = page * TEXT_PAGE + last.len();
+        for p in parts {
+            last.extend_from_slice(p);
+        }
+        at as u32
+    }
+
+    fn get(&self, at: u32, len: usize) -> &[u8] {
+        let at = at as usize;
+        &self.0[at / TEXT_PAGE][at % TEXT_PAGE..at % TEXT_PAGE + len]
+    }
+}
+
+/// Rows a page: ~290 KB.
+const ROW_PAGE: usize = 4096;
 
 /// [`Row::flags`]: the name in the text lacks its folder's CloudTrail stem.
 const STEM: u8 = 1;
@@ -369,20 +450,14 @@ impl FilesRead {
         if let Some(rest) = name.strip_suffix(".json.gz") {
             (name, flags) = (rest, flags | GZ);
         }
-        let at = self.text.len() as u32;
-        self.text.extend_from_slice(name.as_bytes());
         let etag = etag.unwrap_or_default();
-        let etag_len = match md5_etag(etag) {
-            Some(md5) => {
-                flags |= MD5;
-                self.text.extend_from_slice(&md5);
-                md5.len()
-            }
-            None => {
-                self.text.extend_from_slice(etag.as_bytes());
-                etag.len()
-            }
-        };
+        let md5 = md5_etag(etag);
+        if md5.is_some() {
+            flags |= MD5;
+        }
+        let etag = md5.as_ref().map_or(etag.as_bytes(), |m| &m[..]);
+        let at = self.text.append(&[name.as_bytes(), etag]);
+        let etag_len = etag.len();
         Row {
             folder: self.prefixes.len() as u32 - 1,
             at,
@@ -399,8 +474,7 @@ impl FilesRead {
 
     /// A row's key.
     pub(crate) fn key(&self, r: &Row) -> String {
-        let at = r.at as usize;
-        let name = std::str::from_utf8(&self.text[at..at + r.key_len as usize])
+        let name = std::str::from_utf8(self.text.get(r.at, r.key_len as usize))
             .expect("a key's part, as put");
         let folder = &self.prefixes[r.folder as usize];
         let stem = match r.flags & STEM {
@@ -413,8 +487,10 @@ impl FilesRead {
 
     /// A row's ETag.
     pub(crate) fn etag(&self, r: &Row) -> Option<String> {
-        let at = r.at as usize + r.key_len as usize;
-        let bytes = &self.text[at..at + r.etag_len as usize];
+        let both = self
+            .text
+            .get(r.at, r.key_len as usize + r.etag_len as usize);
+        let bytes = &both[r.key_len as usize..];
         match (r.etag_len, r.flags & MD5) {
             (0, _) => None,
             (_, 0) => Some(String::from_utf8_lossy(bytes).into_owned()),
@@ -427,7 +503,7 @@ impl FilesRead {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.rows.len() == 0
     }
 
     fn count(&self, status: Status) -> u64 {
@@ -921,6 +997,30 @@ mod tests {
             .map(|(f, c)| (f.to_string(), c.map(String::from)))
             .collect();
         assert_eq!(got, want);
+    }
+
+    /// Pages and text keep each item where it was put, across pages; an item never
+    /// straddles two.
+    #[test]
+    fn pages_keep_items_in_place() {
+        let mut p: Pages<u32, 3> = Pages::default();
+        for i in 0..10 {
+            p.push(i);
+        }
+        p[7] += 100;
+        assert_eq!(p.len(), 10);
+        assert_eq!(
+            p.iter().copied().collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4, 5, 6, 107, 8, 9]
+        );
+        let mut t = Text::default();
+        let item = vec![b'x'; 1000];
+        let ats: Vec<u32> = (0..600).map(|i| t.append(&[&item, &[i as u8]])).collect();
+        assert!(t.0.len() > 2);
+        for (i, at) in ats.iter().enumerate() {
+            let got = t.get(*at, 1001);
+            assert_eq!((&got[..1000], got[1000]), (&item[..], i as u8));
+        }
     }
 
     /// The rows give back each key and ETag exactly as added, whatever of them the
