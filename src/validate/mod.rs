@@ -25,12 +25,12 @@
 //! (unless another digest lists them), and the link after it is not checked (its break
 //! is that digest's fault, already counted). A gap in a chain is a missing digest.
 //!
-//! The chains are checked one account and region at a time, so memory holds one
-//! group's digests; the files read are kept as the rows of the shard's inventory
-//! ([`crate::inventory`]: key, size, ETag, SHA-256, records written; ~200 bytes a file),
-//! found by a 128-bit hash of the key. A shard is planned never to split an account and
-//! region when validating ([`crate::plan`]), so each shard checks its groups whole,
-//! and the day's counts are the sum of its shards'.
+//! The chains are checked one account and region at a time, so memory holds a group's
+//! digests or two; the files read are kept as the rows of the shard's inventory
+//! ([`crate::inventory`]: key, size, ETag, SHA-256, records written; ~90 bytes a file,
+//! [`FilesRead`]). A shard is planned never to split an account and region when
+//! validating ([`crate::plan`]), so each shard checks its groups whole, and the day's
+//! counts are the sum of its shards'.
 
 pub mod stage;
 
