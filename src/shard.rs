@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
+use futures::future::Either;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -308,7 +309,11 @@ pub async fn run(
     let validating = !cfg.validate.is_off();
     let (seen_tx, seen_rx) = mpsc::unbounded_channel();
     let (rows_tx, rows_rx) = mpsc::unbounded_channel();
-    let objects = stage::tee_folders(objects, validating.then_some(seen_tx));
+    // Only when validating: otherwise the objects pass as they are.
+    let objects = match validating {
+        true => Either::Left(stage::tee_folders(objects, seen_tx)),
+        false => Either::Right(objects),
+    };
     let rows = validating.then(|| rows_tx.clone());
     let src = Source::new(s3, src_bucket);
     let fetcher = async {

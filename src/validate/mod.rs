@@ -190,14 +190,7 @@ impl DigestNames {
             self.folders.push(folder.to_string());
         }
         let name = &key[folder.len()..];
-        let stem_time = name
-            .strip_suffix(".json.gz")
-            .map(|n| match n.strip_suffix("_backfill") {
-                Some(n) => (n, true),
-                None => (n, false),
-            });
-        let split = stem_time.and_then(|(n, backfill)| {
-            let (stem, time) = n.rsplit_once('_')?;
+        let split = name_parts(name).and_then(|(stem, time, backfill)| {
             Some((stem, <[u8; 16]>::try_from(time.as_bytes()).ok()?, backfill))
         });
         let mut entry = DigestEntry {
@@ -559,18 +552,22 @@ struct DigestName {
     time: String,
 }
 
-fn digest_name(key: &str) -> Option<DigestName> {
-    let name = key.rsplit('/').next()?;
+/// A digest's file name as (the name before its time, `YYYYMMDDTHHMMSSZ`, whether it
+/// is a backfill digest's).
+fn name_parts(name: &str) -> Option<(&str, &str, bool)> {
     let stem = name.strip_suffix(".json.gz")?;
     let (stem, backfill) = match stem.strip_suffix("_backfill") {
-        Some(s) => (s, "_backfill"),
-        None => (stem, ""),
+        Some(s) => (s, true),
+        None => (stem, false),
     };
     let (head, time) = stem.rsplit_once('_')?;
-    if time.len() != 16 || !time.ends_with('Z') {
-        return None;
-    }
+    (time.len() == 16 && time.ends_with('Z')).then_some((head, time, backfill))
+}
+
+fn digest_name(key: &str) -> Option<DigestName> {
+    let (head, time, backfill) = name_parts(key.rsplit('/').next()?)?;
     let region = key.split("/CloudTrail-Digest/").nth(1)?.split('/').next()?;
+    let backfill = if backfill { "_backfill" } else { "" };
     let chain = format!("{region}/{head}{backfill}");
     Some(DigestName {
         chain,

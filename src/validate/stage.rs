@@ -72,16 +72,16 @@ pub struct Inputs<'a> {
     pub concurrency: (usize, usize),
 }
 
-/// `objects` as they are, each folder of them sent on `tx` when it begins (nothing
-/// sent when `tx` is `None`); `tx` is dropped when `objects` end.
+/// `objects` as they are, each folder of them sent on `tx` when it begins; `tx` is
+/// dropped when `objects` end.
 pub fn tee_folders<'a>(
     objects: impl Stream<Item = Result<SourceObject, Error>> + 'a,
-    tx: Option<mpsc::UnboundedSender<String>>,
+    tx: mpsc::UnboundedSender<String>,
 ) -> impl Stream<Item = Result<SourceObject, Error>> + 'a {
     let state = (Box::pin(objects), tx, String::new());
     futures::stream::unfold(state, |(mut objects, tx, mut last)| async move {
         let item = objects.next().await?;
-        if let (Ok(o), Some(tx)) = (&item, &tx) {
+        if let Ok(o) = &item {
             let folder = folder_of(&o.key);
             if folder != last {
                 last = folder.to_string();
@@ -251,6 +251,8 @@ async fn fetch_groups(
 struct Files<'a> {
     checker: Checker<'a>,
     bucket: &'a str,
+    /// The folder of the last file (its group is looked at when it changes).
+    folder: String,
     /// The digest groups whose files have begun, and the one being read.
     begun: HashSet<String>,
     reading: Option<String>,
@@ -263,6 +265,7 @@ impl<'a> Files<'a> {
         Files {
             checker: Checker::new(bucket, read),
             bucket,
+            folder: String::new(),
             begun: HashSet::new(),
             reading: None,
             ended: false,
@@ -270,7 +273,12 @@ impl<'a> Files<'a> {
     }
 
     fn add(&mut self, row: FileRow) -> Result<(), Error> {
-        if let Some(group) = log_group(folder_of(&row.key)) {
+        let folder = folder_of(&row.key);
+        let group = (folder != self.folder).then(|| {
+            self.folder = folder.to_string();
+            log_group(folder)
+        });
+        if let Some(Some(group)) = group {
             if self.reading.as_deref() != Some(group.as_str()) {
                 if !self.begun.insert(group.clone()) {
                     // The digests of its group may have been checked already.
@@ -462,7 +470,7 @@ mod tests {
             object(format!("{b}1.json.gz")),
         ];
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let passed: Vec<_> = tee_folders(futures::stream::iter(objects), Some(tx))
+        let passed: Vec<_> = tee_folders(futures::stream::iter(objects), tx)
             .collect()
             .await;
         assert_eq!(passed.len(), 3);
