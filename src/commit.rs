@@ -11,7 +11,8 @@
 //!    earlier run's, of another format, of another plan, or of a run in place that
 //!    stopped when the day turned out larger than one shard) — cleanup by set
 //!    difference, whatever named them;
-//! 3. writes `_manifest.json`: the day is complete;
+//! 3. with `DAY_BY=event`, writes the day's delivery index from the shards' parts
+//!    ([`crate::delivery_index`]), then `_manifest.json`, naming it: the day is complete;
 //! 4. deletes the plan's files, and those of any earlier plan of the day, then the
 //!    lease.
 //!
@@ -78,13 +79,21 @@ pub async fn commit(
     cfg: &Config,
     day: Day,
     lease: &Lease,
-    results: Vec<ShardResult>,
+    mut results: Vec<ShardResult>,
     started: Instant,
 ) -> Result<Summary, Error> {
     let dst = cfg.dst_bucket.as_str();
     lease.check(s3).await?;
     let source = format!("s3://{}/{}", cfg.src_bucket, cfg.src_prefix);
-    let manifest = Manifest::merge(day.to_string(), cfg.output_format, source.clone(), results)
+    results.sort_by_key(|r| r.index);
+    results.dedup_by_key(|r| r.index);
+    // Every shard's part, in shard order, or no index (a shard of an earlier version
+    // made none).
+    let index_parts = results
+        .iter_mut()
+        .map(|r| r.delivery_index.take())
+        .collect::<Option<Vec<_>>>();
+    let mut manifest = Manifest::merge(day.to_string(), cfg.output_format, source.clone(), results)
         .map_err(|e| Error::Commit {
             day: day.to_string(),
             detail: e.to_string(),
@@ -109,7 +118,10 @@ pub async fn commit(
     let (mut stale, mut plan_files) = (Vec::new(), Vec::new());
     for o in objects {
         let name = &o.key[folder.len()..];
-        let ours = layout::chunk_format(name).is_some() || layout::is_inventory(name);
+        // An earlier run's delivery index goes when this run writes none (it would be
+        // named by no manifest); otherwise it is overwritten below.
+        let old_index = name == crate::delivery_index::INDEX_NAME && index_parts.is_none();
+        let ours = layout::chunk_format(name).is_some() || layout::is_inventory(name) || old_index;
         if ours && !keep.contains(o.key.as_str()) {
             stale.push(o.key);
         } else if layout::is_plan_file(name) {
@@ -120,6 +132,9 @@ pub async fn commit(
     for key in &stale {
         info!(key = %format!("s3://{dst}/{key}"), "stale chunk (or inventory) from an earlier run deleted");
     }
+    manifest.delivery_index = crate::delivery_index::write(s3, cfg, day, &source, index_parts)
+        .await?
+        .map(Box::new);
     let manifest_key = layout::manifest_key(&cfg.dst_prefix, day);
     writer::put_json(s3, dst, &manifest_key, &manifest).await?;
     // The plan has served. A file left behind (this delete failed) is `_`-prefixed,

@@ -14,11 +14,13 @@
 //! of a plan to finish commits the day ([`crate::pipeline`]); a shard that fails is
 //! retried by SQS and dead-lettered like any message, naming the day and the shard.
 //!
-//! With `DAY_BY=event`, a scheduled message ("aggregate yesterday", D) aggregates the
-//! day before it (D−1) first, then D: at 01:00 UTC the folder D+1 holds only its first
+//! With `DAY_BY=event`, a scheduled message ("aggregate yesterday", D) aggregates D,
+//! then the day before it (D−1) again: at 01:00 UTC the folder D+1 holds only its first
 //! hour, so D's output lacks its events delivered later; the next night's message
-//! aggregates D again, once D+1's folder is whole, and that output is final. A message
-//! naming a day (a backfill) aggregates that day only.
+//! aggregates D again, once D+1's folder is whole, and that output is final. D goes
+//! first so that D−1's run finds D's delivery index and reads, of folder D, only the
+//! files holding its events ([`crate::delivery_index`]). A message naming a day (a
+//! backfill) aggregates that day only.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -192,7 +194,7 @@ pub struct MessageOutcome {
 pub fn days_of(day: Day, kind: TriggerKind, day_by: DayBy) -> Vec<Day> {
     match (kind, day_by, day.0.pred_opt().map(Day)) {
         (TriggerKind::Schedule, DayBy::Event, Some(before)) if before >= Day::earliest() => {
-            vec![before, day]
+            vec![day, before]
         }
         _ => vec![day],
     }
@@ -298,7 +300,7 @@ mod tests {
         let before: Day = "2024-02-11".parse().unwrap();
         assert_eq!(
             days_of(d, TriggerKind::Schedule, DayBy::Event),
-            vec![before, d]
+            vec![d, before]
         );
         assert_eq!(days_of(d, TriggerKind::Schedule, DayBy::Delivery), vec![d]);
         assert_eq!(days_of(d, TriggerKind::Explicit, DayBy::Event), vec![d]);

@@ -20,7 +20,9 @@
 //!   [`writer`] (uploads), then [`validate`] (`VALIDATE`: CloudTrail's signed digests,
 //!   checked by [`digest`], against the SHA-256 of each file read; [`inventory`]: what
 //!   each source file was and where its records went);
-//! - [`commit`]: the shards' results → the manifest, stale chunks removed, once;
+//! - [`commit`]: the shards' results → the manifest, stale chunks removed, once (with
+//!   `DAY_BY=event`, and [`delivery_index`]: which files of the day's folders hold
+//!   earlier events, so that the day before's run reads only those);
 //! - [`pipeline`]: plan → shards → commit for a day, and one shard's message;
 //! - [`handler`]: an `SqsEvent` → per-message jobs → `SqsBatchResponse`;
 //!   [`status`]: where a day stands (`ctagg status`).
@@ -42,6 +44,7 @@ pub mod backfill;
 pub mod chunks;
 pub mod commit;
 pub mod config;
+pub mod delivery_index;
 pub mod digest;
 pub mod error;
 pub mod handler;

@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::OutputFormat;
+use crate::delivery_index::FolderEntry;
 use crate::inventory::InventoryFile;
 use crate::select::Selection;
 use crate::validate::Validation;
@@ -70,6 +71,10 @@ pub struct Manifest {
     /// ([`crate::inventory`]; with `VALIDATE`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inventory: Vec<InventoryFile>,
+    /// With `DAY_BY=event`: what this run learnt of its delivery folders, for the run
+    /// of the day before ([`crate::delivery_index`]); `files` counts the files indexed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_index: Option<Box<InventoryFile>>,
     /// The content id of the plan of a day of many shards (its chunks' names start
     /// with it); absent for a day of one shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,6 +112,9 @@ pub struct ShardResult {
     /// The shard's inventory of source files (with `VALIDATE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<InventoryFile>,
+    /// With `DAY_BY=event`: the shard's part of the day's delivery index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_index: Option<Vec<FolderEntry>>,
     /// RFC 3339, UTC.
     pub ended: String,
     pub duration_ms: u64,
@@ -204,6 +212,7 @@ impl Manifest {
             selection,
             validation,
             inventory: results.iter().filter_map(|r| r.inventory.clone()).collect(),
+            delivery_index: None,
             plan,
             shards: results.iter().map(ShardResult::entry).collect(),
             generator: GENERATOR.to_string(),
@@ -237,6 +246,7 @@ mod tests {
             selection: None,
             validation: None,
             inventory: None,
+            delivery_index: None,
             ended: format!("2024-02-13T01:0{index}:00Z"),
             duration_ms: 5,
         }

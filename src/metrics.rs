@@ -192,6 +192,7 @@ mod tests {
                 selection: None,
                 validation: None,
                 inventory: vec![],
+                delivery_index: None,
                 plan: None,
                 shards: vec![],
                 generator: "x".into(),

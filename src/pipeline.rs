@@ -235,6 +235,7 @@ fn result_of(
         selection: output.selection,
         validation: output.validation,
         inventory: output.inventory,
+        delivery_index: output.delivery_index,
         ended: now(),
         duration_ms: output.duration.as_millis() as u64,
     }
@@ -466,7 +467,10 @@ async fn run_one(
         folders: &spec.empty_folders,
     };
     info!(shard = %job, files = spec.files, bytes = spec.bytes, first = %spec.first_key, "shard started");
-    let output = shard::run(s3, cfg, run, objects, progress).await?;
+    let mut output = shard::run(s3, cfg, run, objects, progress).await?;
+    if let Some(sel) = &mut output.selection {
+        sel.next_index = spec.next_index.clone().map(Box::new);
+    }
     if output.stats.files != spec.files {
         let detail = format!(
             "it lists {} objects, the plan says {}",

@@ -51,6 +51,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::{Config, OutputFormat};
+use crate::delivery_index::{self, Filter, IndexUse};
 use crate::error::{Error, ShardLabel};
 use crate::layout::{self, Naming, PlanFiles};
 use crate::listing::{self, DayFolders, SourceObject};
@@ -163,6 +164,10 @@ pub struct ShardSpec {
     /// that a digest lists are missing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub empty_folders: Vec<String>,
+    /// Shard 0 only: how the next day's delivery index spared files of its folders
+    /// (for the manifest's `selection`; not part of the content id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_index: Option<IndexUse>,
 }
 
 /// What `_plan-RUN.json` holds.
@@ -401,6 +406,7 @@ impl Planner {
                 first_key: unit.first_key.clone(),
                 last_key: String::new(),
                 empty_folders: Vec::new(),
+                next_index: None,
             },
         });
         if let Some(w) = &mut self.walk {
@@ -581,8 +587,15 @@ async fn list_into(
     mut speculation: Speculation,
     keys_tx: mpsc::Sender<(u32, Vec<u8>)>,
     deadline: Option<Instant>,
+    next_index: &mut Option<Filter>,
 ) -> Result<Listed, Error> {
+    // The next day's folders that its delivery index vouches for are read only for
+    // their files of earlier days.
     let objects = listing::day_objects(s3, &cfg.src_bucket, prefixes, cfg.max_concurrent_lists)
+        .map_ok(|objects| match next_index.as_mut() {
+            Some(filter) => filter.apply(objects),
+            None => objects,
+        })
         .map_ok(|objects| futures::stream::iter(objects).map(Ok))
         .try_flatten();
     let mut objects = std::pin::pin!(objects);
@@ -692,6 +705,10 @@ pub async fn plan_day(
         folder: String::new(),
         stopped_early: false,
     };
+    let mut next_index = match day.succ() {
+        Some(next) => Box::pin(delivery_index::load(s3, cfg, next)).await,
+        None => None,
+    };
     let listing = list_into(
         s3,
         cfg,
@@ -701,6 +718,7 @@ pub async fn plan_day(
         speculation,
         keys_tx,
         deadline,
+        &mut next_index,
     );
     let keys_writer = async {
         let puts = tokio_stream_of(keys_rx).map(|(index, body)| {
@@ -723,7 +741,11 @@ pub async fn plan_day(
     let counted = shard::counted(tokio_stream_of(rx), progress.clone());
     let in_place_run = shard::run(s3, cfg, in_place.clone(), counted, progress);
     let (listed, written, ran) = tokio::join!(listing, keys_writer, in_place_run);
-    let listed = listed?;
+    let mut listed = listed?;
+    let next_index = next_index.map(|f| f.used());
+    if let Some(used) = &next_index {
+        info!(day = %day, index = %used.index, folders_matched = used.folders_matched, folders_read_whole = used.folders_read_whole, files_skipped = used.files_skipped, "the next day's folders read by its delivery index");
+    }
     if listed.single {
         if let Some(keys) = listed.single_keys {
             // The day fits one shard after all: it runs now, from its listing.
@@ -736,11 +758,13 @@ pub async fn plan_day(
                 })
             });
             let objects = shard::counted(futures::stream::iter(objects), progress.clone());
-            return Ok(Plan::Single(
-                shard::run(s3, cfg, in_place, objects, progress).await?,
-            ));
+            let output = shard::run(s3, cfg, in_place, objects, progress).await?;
+            return Ok(Plan::Single(with_index_use(output, next_index)));
         }
-        return Ok(Plan::Single(ran?));
+        return Ok(Plan::Single(with_index_use(ran?, next_index)));
+    }
+    if let Some(first) = listed.shards.first_mut() {
+        first.next_index = next_index;
     }
     match ran {
         Err(Error::Stopped) | Ok(_) => {}
@@ -761,6 +785,14 @@ pub async fn plan_day(
     writer::put_json(s3, &cfg.dst_bucket, &files.plan(), &plan).await?;
     info!(day = %day, run, plan = %plan.plan, shards = plan.shards.len(), files = plan.files, bytes = plan.bytes, key = %format!("s3://{}/{}", cfg.dst_bucket, files.plan()), "day planned");
     Ok(Plan::Many(plan))
+}
+
+/// `output` with how the next day's delivery index was used in its selection.
+fn with_index_use(mut output: ShardOutput, used: Option<IndexUse>) -> ShardOutput {
+    if let Some(sel) = &mut output.selection {
+        sel.next_index = used.map(Box::new);
+    }
+    output
 }
 
 /// A receiver as a stream.

@@ -33,6 +33,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 
 use crate::config::Setting;
+use crate::delivery_index::{FolderEntry, IndexBuilder, IndexUse};
 use crate::records::{json_str, Record};
 
 use crate::trigger::Day;
@@ -122,6 +123,10 @@ pub struct Selection {
     pub duplicates: u64,
     /// Records kept without a string eventID (with `DEDUP=eventid`).
     pub without_event_id: u64,
+    /// How the next day's delivery index spared files of its folders
+    /// ([`crate::delivery_index`]); absent when none was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_index: Option<Box<IndexUse>>,
 }
 
 impl Selection {
@@ -138,6 +143,9 @@ impl Selection {
         self.in_no_day += other.in_no_day;
         self.duplicates += other.duplicates;
         self.without_event_id += other.without_event_id;
+        if self.next_index.is_none() {
+            self.next_index.clone_from(&other.next_index);
+        }
     }
 }
 
@@ -185,6 +193,10 @@ pub struct Selector {
     folder: usize,
     /// The index of the next record in the file being read.
     index: u64,
+    /// With `DAY_BY=event`: the run's delivery folders indexed, for the day before's run.
+    delivery_index: Option<IndexBuilder>,
+    /// Whether the file being read holds a record of a day before its folder's.
+    earlier: bool,
 }
 
 impl Selector {
@@ -213,9 +225,12 @@ impl Selector {
                 in_no_day: 0,
                 duplicates: 0,
                 without_event_id: 0,
+                next_index: None,
             },
             folder: 0,
             index: 0,
+            delivery_index: (day_by == DayBy::Event).then(|| IndexBuilder::new(day)),
+            earlier: false,
         }
     }
 
@@ -243,6 +258,14 @@ impl Selector {
             .unwrap_or(0);
         self.stats.folders[self.folder].files += 1;
         self.index = 0;
+        self.earlier = false;
+    }
+
+    /// The file begun last was read to its end (as listed: `size`, `etag`).
+    pub fn file_done(&mut self, key: &str, size: u64, etag: Option<&str>) {
+        if let Some(index) = &mut self.delivery_index {
+            index.file(key, size, etag, self.earlier);
+        }
     }
 
     /// Whether `record` (one element of a file's `Records`, with its fields) is kept.
@@ -266,6 +289,7 @@ impl Selector {
                 self.stats.other_days += 1;
                 // Day E's run reads folders E and E+1.
                 let folder = self.folders[self.folder].0;
+                self.earlier |= event_day < folder;
                 if event_day != folder && event_day.succ_opt() != Some(folder) {
                     self.stats.in_no_day += 1;
                     tracing::warn!(
@@ -309,9 +333,10 @@ impl Selector {
         Ok(time.with_timezone(&Utc).date_naive())
     }
 
-    /// Consumes the selector.
-    pub fn finish(self) -> Selection {
-        self.stats
+    /// Consumes the selector: what it selected, and with `DAY_BY=event` the index of
+    /// the run's own delivery folders.
+    pub fn finish(self) -> (Selection, Option<Vec<FolderEntry>>) {
+        (self.stats, self.delivery_index.map(IndexBuilder::finish))
     }
 }
 
@@ -355,7 +380,7 @@ mod tests {
         assert!(!keep(&mut s, &rec("2024-02-13T00:00:00Z", "e")).unwrap());
         // Another offset: 2024-02-13T00:30+01:00 is 2024-02-12T23:30Z.
         assert!(keep(&mut s, &rec("2024-02-13T00:30:00+01:00", "f")).unwrap());
-        let sel = s.finish();
+        let sel = s.finish().0;
         assert_eq!(sel.records_read, 6);
         assert_eq!(sel.records_written, 4);
         assert_eq!(sel.other_days, 2);
@@ -383,7 +408,7 @@ mod tests {
         let mut s = Selector::new(day(), DayBy::Event, Dedup::None, 10);
         s.file_start(D1);
         assert!(!keep(&mut s, &rec("2024-02-11T12:00:00Z", "a")).unwrap());
-        let sel = s.finish();
+        let sel = s.finish().0;
         assert_eq!((sel.other_days, sel.in_no_day), (1, 1));
     }
 
@@ -431,7 +456,7 @@ mod tests {
             br#"{"eventTime":"2024-02-12T02:00:00Z","eventID":7}"#
         )
         .unwrap());
-        let sel = s.finish();
+        let sel = s.finish().0;
         assert_eq!(sel.duplicates, 2);
         assert_eq!(sel.without_event_id, 2);
         assert_eq!(sel.records_written, 4);

@@ -27,6 +27,7 @@ use tracing::{info, warn};
 
 use crate::chunks::{self, ChunkBuilder, Piece};
 use crate::config::{Config, OutputFormat};
+use crate::delivery_index::FolderEntry;
 use crate::error::{Error, ShardLabel};
 use crate::inventory::InventoryFile;
 use crate::layout::{DayOutput, Naming};
@@ -103,6 +104,8 @@ pub struct ShardOutput {
     pub validation: Option<Validation>,
     /// The inventory written (with `VALIDATE`).
     pub inventory: Option<InventoryFile>,
+    /// With `DAY_BY=event`: the shard's part of the day's delivery index.
+    pub delivery_index: Option<Vec<FolderEntry>>,
     pub duration: Duration,
 }
 
@@ -167,6 +170,9 @@ impl RecordSink for Sink<'_> {
     }
 
     fn file_done(&mut self, file: &FileDone<'_>) {
+        if let Some(s) = &mut self.select {
+            s.file_done(file.key, file.size, file.etag);
+        }
         if let Some(rows) = &self.rows {
             // A closed receiver: the check stopped, and reports why.
             let _ = rows.send(FileRow::new(file, self.kept));
@@ -243,6 +249,9 @@ fn builder(cfg: &Config) -> Box<dyn chunks::Build> {
     }
 }
 
+/// What the records stage read and selected, and its part of the delivery index.
+type Selected = (ReadStats, Option<Selection>, Option<Vec<FolderEntry>>);
+
 /// The records stage, on a thread of its own: the files from `file_rx` read into
 /// `blocks`, each file's row sent on `rows` when validating.
 fn records_stage(
@@ -252,7 +261,7 @@ fn records_stage(
     mut file_rx: mpsc::Receiver<Vec<Fetched>>,
     blocks: chunks::LineBlocks,
     rows: Option<mpsc::UnboundedSender<FileRow>>,
-) -> tokio::task::JoinHandle<Result<(ReadStats, Option<Selection>), Error>> {
+) -> tokio::task::JoinHandle<Result<Selected, Error>> {
     let (progress, bucket, limits) = (progress.clone(), cfg.src_bucket.clone(), cfg.limits);
     let format = cfg.output_format;
     let select = Selector::needed(cfg.day_by, cfg.dedup)
@@ -281,8 +290,8 @@ fn records_stage(
             });
         }
         sink.blocks.finish();
-        let selection = sink.select.map(Selector::finish);
-        Ok((stats.unwrap_or_default(), selection))
+        let (selection, index) = sink.select.map(Selector::finish).unzip();
+        Ok((stats.unwrap_or_default(), selection, index.flatten()))
     })
 }
 
@@ -395,7 +404,7 @@ pub async fn run(
         writer_stage,
         validation
     );
-    let ((), (stats, selection), (), chunks, checked) = match joined {
+    let ((), (stats, selection, delivery_index), (), chunks, checked) = match joined {
         Ok(done) => done,
         Err(e) => {
             if let Some(mp) = open_upload.take() {
@@ -427,6 +436,7 @@ pub async fn run(
         chunks,
         validation,
         inventory,
+        delivery_index,
         duration: started.elapsed(),
     })
 }

@@ -38,7 +38,8 @@ async fn serve(files: &[(String, Vec<u8>)]) -> (S3, Client) {
 
 async fn run(s3: &Client, vars: &[(&str, &str)], day: &str) -> Result<Summary, Error> {
     let day: Day = day.parse().unwrap();
-    aggregate_day(s3, &config(vars), day, RunOptions::default()).await
+    // Boxed: a test of several runs would hold them all in its own future.
+    Box::pin(aggregate_day(s3, &config(vars), day, RunOptions::default())).await
 }
 
 async fn manifest(s3: &Client, day: &str) -> Value {
@@ -265,8 +266,8 @@ async fn real_fixtures_by_event_day() {
     assert_eq!(m["selection"]["without_event_id"], 6);
 }
 
-/// In event mode the nightly message ("aggregate yesterday", D) aggregates D−1 again,
-/// now that D's folder is whole, and then D; a backfill message aggregates its day only.
+/// In event mode the nightly message ("aggregate yesterday", D) aggregates D, then D−1
+/// again, now that D's folder is whole; a backfill message aggregates its day only.
 #[tokio::test]
 async fn the_nightly_message_settles_the_day_before() {
     let files = straddling_days();
@@ -291,11 +292,103 @@ async fn the_nightly_message_settles_the_day_before() {
         .iter()
         .map(|s| s.day.to_string())
         .collect();
-    assert_eq!(days, ["2024-02-11", "2024-02-12"]);
+    // D first: D−1's run then reads, of D's folder, only the files its index names.
+    assert_eq!(days, ["2024-02-12", "2024-02-11"]);
+    let m = manifest(&s3, "2024-02-11").await;
+    assert_eq!(m["selection"]["next_index"]["files_skipped"], 8);
     for day in ["2024-02-11", "2024-02-12"] {
         let (want, _, _, _) = event_day_oracle(&files, day, true);
         assert_day_whole(&s3, DST, &folder(day), &want).await;
     }
     let outcomes = handle_batch(&app, read("explicit-date.json"), today, None).await;
     assert_eq!(outcomes[0].result.as_ref().unwrap().committed().len(), 1);
+}
+
+/// The chunks of a day's output folder, with their bytes.
+async fn chunks(s3: &Client, day: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out = outputs(s3, day).await;
+    out.retain(|(k, _)| k.ends_with(".ndjson.gz"));
+    out
+}
+
+/// Once the next day is aggregated, its delivery index spares an event day the files
+/// of the next folder that hold no event of an earlier day — the same bytes as reading
+/// them all; a folder changed since the index is read whole (a late file's event is
+/// in), and an index that is not the one its manifest names is not used.
+#[tokio::test]
+async fn the_next_days_index_spares_the_files_without_earlier_events() {
+    let mut files = straddling_days();
+    let (_server, s3) = serve(&files).await;
+    run(&s3, EVENT, "2024-02-12").await.unwrap();
+    let whole = chunks(&s3, "2024-02-12").await;
+    assert!(manifest(&s3, "2024-02-12").await["selection"]["next_index"].is_null());
+    run(&s3, EVENT, "2024-02-13").await.unwrap();
+    let index = &manifest(&s3, "2024-02-13").await["delivery_index"];
+    let index_key = format!("{}_delivery-index.json.gz", folder("2024-02-13"));
+    assert_eq!(index["key"], index_key.as_str());
+    assert_eq!(index["files"], 12);
+
+    run(&s3, EVENT, "2024-02-12").await.unwrap();
+    assert_eq!(chunks(&s3, "2024-02-12").await, whole);
+    let (want, _, _, _) = event_day_oracle(&files, "2024-02-12", false);
+    assert_day_whole(&s3, DST, &folder("2024-02-12"), &want).await;
+    let sel = manifest(&s3, "2024-02-12").await["selection"].clone();
+    let used = &sel["next_index"];
+    assert_eq!(used["index"], format!("s3://{DST}/{index_key}").as_str());
+    // Each folder's first file holds 02-12's last events; 111…/eu-west-1's second, an
+    // event of 02-11 (read: it is counted in no day's output).
+    assert_eq!(
+        (
+            &used["folders_matched"],
+            &used["folders_read_whole"],
+            &used["files_skipped"]
+        ),
+        (&Value::from(4), &Value::from(0), &Value::from(7))
+    );
+    assert_eq!(sel["folders"][1]["files"], 5);
+    assert_eq!(sel["in_no_day"], 1);
+
+    // A file delivered late into one folder of 02-13, holding an event of 02-12.
+    let late = log_key("AWSLogs/", "222222222222", "us-east-1", "2024/02/13", 7);
+    let record = event_record(
+        "222222222222",
+        "us-east-1",
+        "2024-02-12T18:00:00Z",
+        "late-2",
+    );
+    let body = gzip(&delivery(&[record]));
+    put(&s3, SRC, &late, body.clone()).await;
+    files.push((late, body));
+    files.sort();
+    run(&s3, EVENT, "2024-02-12").await.unwrap();
+    let (want, _, _, _) = event_day_oracle(&files, "2024-02-12", false);
+    assert_day_whole(&s3, DST, &folder("2024-02-12"), &want).await;
+    let used = manifest(&s3, "2024-02-12").await["selection"]["next_index"].clone();
+    assert_eq!(
+        (&used["folders_matched"], &used["folders_read_whole"]),
+        (&Value::from(3), &Value::from(1))
+    );
+    assert_eq!(used["files_skipped"], 5);
+
+    // The index rewritten under its manifest: read whole again.
+    put(&s3, DST, &index_key, b"not the index".to_vec()).await;
+    run(&s3, EVENT, "2024-02-12").await.unwrap();
+    assert_day_whole(&s3, DST, &folder("2024-02-12"), &want).await;
+    let sel = manifest(&s3, "2024-02-12").await["selection"].clone();
+    assert!(sel["next_index"].is_null());
+    assert_eq!(sel["folders"][1]["files"], 13);
+    // With VALIDATE, every file is read (each checked against its digest).
+    run(&s3, EVENT, "2024-02-13").await.unwrap();
+    let validating = [("DAY_BY", "event"), ("VALIDATE", "report")];
+    run(&s3, &validating, "2024-02-12").await.unwrap();
+    let sel = manifest(&s3, "2024-02-12").await["selection"].clone();
+    assert!(sel["next_index"].is_null());
+    assert_eq!(sel["folders"][1]["files"], 13);
+    // The next day aggregated again by delivery day: its manifest names no index, and
+    // the old one is gone.
+    run(&s3, &[], "2024-02-13").await.unwrap();
+    assert!(manifest(&s3, "2024-02-13").await["delivery_index"].is_null());
+    assert!(!keys(&s3, DST, &folder("2024-02-13"))
+        .await
+        .contains(&index_key));
 }

@@ -543,3 +543,35 @@ async fn a_day_that_only_looked_larger_than_one_shard_is_one_shard() {
     assert_eq!(s.manifest.chunks[0].key, "d/2024/02/12/000000.ndjson.gz");
     assert_day_whole(&s3, DST, "d/2024/02/12/", &want(&on_day)).await;
 }
+
+/// A next day of many shards, its folders cut between them, writes one delivery index
+/// (a part per shard); the day before, of many shards too, reads by it only the files
+/// of the next folder holding earlier events, and holds exactly its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_days_delivery_index_serves_a_sharded_day_before() {
+    let files = straddling_days();
+    let server = S3::new();
+    let s3 = serve(&server, &files).await;
+    let cfg = config("idx/", &[("DAY_BY", "event"), ("SHARD_MAX_FILES", "5")]);
+    let next: Day = "2024-02-13".parse().unwrap();
+    let next_day = aggregate_day(&s3, &cfg, next, RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(next_day.manifest.shards.len(), 3, "12 files in shards of 5");
+    let index = next_day.manifest.delivery_index.as_ref().unwrap();
+    assert_eq!(index.files, 12);
+    let summary = aggregate_day(&s3, &cfg, day(), RunOptions::default())
+        .await
+        .unwrap();
+    let (want, _, _, _) = event_day_oracle(&files, "2024-02-12", false);
+    assert_day_whole(&s3, DST, "idx/2024/02/12/", &want).await;
+    assert_eq!(
+        summary.manifest.shards.len(),
+        4,
+        "12 + 5 files in shards of 5"
+    );
+    let sel = summary.manifest.selection.as_ref().unwrap();
+    let used = sel.next_index.as_ref().unwrap();
+    assert_eq!((used.folders_matched, used.files_skipped), (4, 7));
+    assert_eq!(sel.folders[1].files, 5);
+}

@@ -345,8 +345,12 @@ fn summary_line(cfg: &Config, s: &Summary) -> String {
 async fn run(args: RunArgs) -> Result<()> {
     // The command line first, then the environment: a mistake in the one is not hidden
     // behind the other.
-    let days = days(&args)?;
+    let mut days = days(&args)?;
     let cfg = args.overrides.config()?;
+    if cfg.day_by == DayBy::Event {
+        // Newest first: each day's run then finds the next day's delivery index.
+        days.reverse();
+    }
     let s3 = aws::s3_client_from_env(&cfg).await?;
     let opts = RunOptions {
         deadline: None,
