@@ -41,6 +41,7 @@ use crate::error::Error;
 use crate::inventory::InventoryFile;
 use crate::listing::SourceObject;
 use crate::manifest::Manifest;
+use crate::pages::{Pages, Text};
 use crate::select::DayBy;
 use crate::trigger::Day;
 
@@ -51,7 +52,7 @@ pub const INDEX_NAME: &str = "_delivery-index.json.gz";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Part {
     pub files: u64,
-    /// Lowercase hex SHA-256 of their listing lines ([`listing_line`]).
+    /// Lowercase hex SHA-256 of their listing lines (`name\tsize\tetag\n` each).
     pub sha256: String,
 }
 
@@ -91,9 +92,26 @@ pub struct IndexUse {
     pub files_skipped: u64,
 }
 
-/// The line of one listed file that a folder's SHA-256 is taken over.
+/// The line of one listed file that a folder's SHA-256 is taken over:
+/// `name\tsize\tetag\n`.
 fn listing_line(ctx: &mut Context, name: &str, size: u64, etag: Option<&str>) {
-    ctx.update(format!("{name}\t{size}\t{}\n", etag.unwrap_or("")).as_bytes());
+    ctx.update(name.as_bytes());
+    ctx.update(b"\t");
+    let mut digits = [0u8; 20];
+    let mut n = digits.len();
+    let mut v = size;
+    loop {
+        n -= 1;
+        digits[n] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    ctx.update(&digits[n..]);
+    ctx.update(b"\t");
+    ctx.update(etag.unwrap_or("").as_bytes());
+    ctx.update(b"\n");
 }
 
 /// The folder of a key (up to its last `/`) and its name.
@@ -104,14 +122,28 @@ fn split(key: &str) -> (&str, &str) {
     }
 }
 
+/// One folder as the builder keeps it: where its name is in the text, its files and
+/// their hash, and which of the builder's `earlier` names are its.
+#[derive(Debug)]
+struct Row {
+    folder: (u32, u32),
+    files: u64,
+    sha256: [u8; 32],
+    earlier: std::ops::Range<usize>,
+}
+
 /// Builds one shard's part of the index, file by file, in the order read (a pure core:
-/// the records stage feeds it).
+/// the records stage feeds it). It runs beside the records stage's buffers for the
+/// whole shard, so what it keeps is in [`Pages`] and [`Text`], not small strings.
 pub struct IndexBuilder {
     /// `YYYY/MM/DD/`: only folders of the run's own delivery day are indexed.
     day_path: String,
-    folders: Vec<FolderEntry>,
-    /// The open folder's hash and file count.
-    open: Option<(Context, u64)>,
+    text: Text,
+    folders: Pages<Row, 1024>,
+    /// Names of files with earlier records: (where in `text`, length).
+    earlier: Pages<(u32, u32), 4096>,
+    /// The last folder's hash, while it is open.
+    open: Option<Context>,
 }
 
 impl std::fmt::Debug for IndexBuilder {
@@ -127,9 +159,15 @@ impl IndexBuilder {
     pub fn new(day: Day) -> IndexBuilder {
         IndexBuilder {
             day_path: day.path(),
-            folders: Vec::new(),
+            text: Text::default(),
+            folders: Pages::default(),
+            earlier: Pages::default(),
             open: None,
         }
+    }
+
+    fn text_of(&self, (at, len): (u32, u32)) -> &str {
+        std::str::from_utf8(self.text.get(at, len as usize)).expect("put as a str")
     }
 
     /// A file read to its end; `earlier` when it held a record of a day before its
@@ -139,27 +177,38 @@ impl IndexBuilder {
         if !folder.ends_with(&self.day_path) {
             return;
         }
-        if self.folders.last().is_none_or(|f| f.folder != folder) {
+        let last = self.folders.len().checked_sub(1);
+        if last.is_none_or(|i| self.text_of(self.folders[i].folder) != folder) {
             self.close();
-            self.folders.push(FolderEntry {
-                folder: folder.to_string(),
-                parts: Vec::new(),
-                earlier: Vec::new(),
+            let at = self.text.append(&[folder.as_bytes()]);
+            let n = self.earlier.len();
+            self.folders.push(Row {
+                folder: (at, folder.len() as u32),
+                files: 0,
+                sha256: [0; 32],
+                earlier: n..n,
             });
         }
-        let (ctx, files) = self.open.get_or_insert_with(|| (Context::new(&SHA256), 0));
-        listing_line(ctx, name, size, etag);
-        *files += 1;
+        let i = self.folders.len() - 1;
+        listing_line(
+            self.open.get_or_insert_with(|| Context::new(&SHA256)),
+            name,
+            size,
+            etag,
+        );
+        self.folders[i].files += 1;
         if earlier {
-            let entry = self.folders.last_mut().expect("pushed above");
-            entry.earlier.push(name.to_string());
+            let at = self.text.append(&[name.as_bytes()]);
+            self.earlier.push((at, name.len() as u32));
+            self.folders[i].earlier.end += 1;
         }
     }
 
     fn close(&mut self) {
-        if let (Some((ctx, files)), Some(entry)) = (self.open.take(), self.folders.last_mut()) {
-            let sha256 = hex::encode(ctx.finish());
-            entry.parts.push(Part { files, sha256 });
+        if let (Some(ctx), Some(i)) = (self.open.take(), self.folders.len().checked_sub(1)) {
+            self.folders[i]
+                .sha256
+                .copy_from_slice(ctx.finish().as_ref());
         }
     }
 
@@ -167,6 +216,20 @@ impl IndexBuilder {
     pub fn finish(mut self) -> Vec<FolderEntry> {
         self.close();
         self.folders
+            .iter()
+            .map(|row| FolderEntry {
+                folder: self.text_of(row.folder).to_string(),
+                parts: vec![Part {
+                    files: row.files,
+                    sha256: hex::encode(row.sha256),
+                }],
+                earlier: row
+                    .earlier
+                    .clone()
+                    .map(|e| self.text_of(self.earlier[e]).to_string())
+                    .collect(),
+            })
+            .collect()
     }
 }
 
@@ -497,6 +560,23 @@ mod tests {
         let mut filter = filter(index);
         assert_eq!(filter.apply(f.to_vec()), vec![f[2].clone()]);
         assert_eq!(filter.used().files_skipped, 2);
+    }
+
+    /// A listing line is `name\tsize\tetag\n`, whatever the size's digits.
+    #[test]
+    fn listing_lines() {
+        for (size, etag) in [
+            (0, None),
+            (7, Some("\"e\"")),
+            (10, None),
+            (u64::MAX, Some("")),
+        ] {
+            let mut ctx = Context::new(&SHA256);
+            listing_line(&mut ctx, "n.json.gz", size, etag);
+            let line = format!("n.json.gz\t{size}\t{}\n", etag.unwrap_or(""));
+            let want = aws_lc_rs::digest::digest(&SHA256, line.as_bytes());
+            assert_eq!(ctx.finish().as_ref(), want.as_ref(), "{line}");
+        }
     }
 
     /// The stored form reads back, and is the same bytes every time.

@@ -55,6 +55,7 @@ pub mod listing;
 pub mod manifest;
 pub mod metrics;
 pub mod ordered;
+pub mod pages;
 pub mod parquet_chunks;
 pub mod pipeline;
 pub mod plan;

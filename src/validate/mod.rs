@@ -37,6 +37,8 @@ pub mod stage;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
+
+use crate::pages::{Pages, Text};
 use tracing::{debug, info, warn};
 
 use crate::config::Setting;
@@ -227,84 +229,6 @@ impl DigestNames {
         let backfill = if e.backfill { "_backfill" } else { "" };
         let stem = &self.stems[e.stem as usize];
         format!("{folder}{stem}_{time}{backfill}.json.gz")
-    }
-}
-
-/// A list that grows in pages of `N` items: adding never moves what is in it, so
-/// growth leaves no freed half-size buffers behind while the shard's other buffers
-/// are live (the inventory's rows grow for the whole shard).
-#[derive(Debug)]
-pub(crate) struct Pages<T, const N: usize> {
-    pages: Vec<Vec<T>>,
-    len: usize,
-}
-
-impl<T, const N: usize> Default for Pages<T, N> {
-    fn default() -> Self {
-        Pages {
-            pages: Vec::new(),
-            len: 0,
-        }
-    }
-}
-
-impl<T, const N: usize> Pages<T, N> {
-    pub(crate) fn push(&mut self, item: T) {
-        if self.pages.last().is_none_or(|p| p.len() == N) {
-            self.pages.push(Vec::with_capacity(N));
-        }
-        self.pages.last_mut().expect("a page").push(item);
-        self.len += 1;
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
-        self.pages.iter().flatten()
-    }
-}
-
-impl<T, const N: usize> std::ops::Index<usize> for Pages<T, N> {
-    type Output = T;
-    fn index(&self, i: usize) -> &T {
-        &self.pages[i / N][i % N]
-    }
-}
-
-impl<T, const N: usize> std::ops::IndexMut<usize> for Pages<T, N> {
-    fn index_mut(&mut self, i: usize) -> &mut T {
-        &mut self.pages[i / N][i % N]
-    }
-}
-
-/// Bytes kept in pages of [`TEXT_PAGE`]; each item whole in one page, found by its
-/// offset (page × `TEXT_PAGE` + where in it).
-#[derive(Debug, Default)]
-struct Text(Vec<Vec<u8>>);
-
-const TEXT_PAGE: usize = 256 * 1024;
-
-impl Text {
-    /// Adds `parts` end to end (at most `TEXT_PAGE` bytes); where they begin.
-    fn append(&mut self, parts: &[&[u8]]) -> u32 {
-        let n: usize = parts.iter().map(|p| p.len()).sum();
-        if self.0.last().is_none_or(|p| p.len() + n > TEXT_PAGE) {
-            self.0.push(Vec::with_capacity(TEXT_PAGE));
-        }
-        let page = self.0.len() - 1;
-        let last = &mut self.0[page];
-        let at = page * TEXT_PAGE + last.len();
-        for p in parts {
-            last.extend_from_slice(p);
-        }
-        at as u32
-    }
-
-    fn get(&self, at: u32, len: usize) -> &[u8] {
-        let at = at as usize;
-        &self.0[at / TEXT_PAGE][at % TEXT_PAGE..at % TEXT_PAGE + len]
     }
 }
 
@@ -994,30 +918,6 @@ mod tests {
             .map(|(f, c)| (f.to_string(), c.map(String::from)))
             .collect();
         assert_eq!(got, want);
-    }
-
-    /// Pages and text keep each item where it was put, across pages; an item never
-    /// straddles two.
-    #[test]
-    fn pages_keep_items_in_place() {
-        let mut p: Pages<u32, 3> = Pages::default();
-        for i in 0..10 {
-            p.push(i);
-        }
-        p[7] += 100;
-        assert_eq!(p.len(), 10);
-        assert_eq!(
-            p.iter().copied().collect::<Vec<_>>(),
-            [0, 1, 2, 3, 4, 5, 6, 107, 8, 9]
-        );
-        let mut t = Text::default();
-        let item = vec![b'x'; 1000];
-        let ats: Vec<u32> = (0..600).map(|i| t.append(&[&item, &[i as u8]])).collect();
-        assert!(t.0.len() > 2);
-        for (i, at) in ats.iter().enumerate() {
-            let got = t.get(*at, 1001);
-            assert_eq!((&got[..1000], got[1000]), (&item[..], i as u8));
-        }
     }
 
     /// The rows give back each key and ETag exactly as added, whatever of them the
