@@ -716,3 +716,37 @@ async fn no_secret_or_record_content_in_the_log() {
         assert!(!text(&out.stdout).contains(RECORD_MARKER));
     }
 }
+
+/// In event mode a range runs newest first, so that each day finds the next day's
+/// delivery index: the summaries come newest first, and the earlier day's manifest says
+/// which files of the next folder the index spared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_day_range_runs_newest_first() {
+    let server = S3::new();
+    let s3 = server.client();
+    create_bucket(&s3, SRC).await;
+    create_bucket(&s3, DST).await;
+    for (key, body) in straddling_days() {
+        put(&s3, SRC, &key, body).await;
+    }
+    let endpoint = server.serve_tcp().await;
+    let args = [
+        "run",
+        "--from",
+        "2024-02-12",
+        "--to",
+        "2024-02-13",
+        "--day-by",
+        "event",
+    ];
+    let out = ctagg(&endpoint, &args, &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let days: Vec<&str> = stdout.lines().filter_map(|l| l.get(..10)).collect();
+    assert_eq!(days, ["2024-02-13", "2024-02-12"], "{stdout}");
+    let manifest = get(&s3, DST, "cloudtrail-daily/2024/02/12/_manifest.json")
+        .await
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    assert_eq!(manifest["selection"]["next_index"]["files_skipped"], 7);
+}

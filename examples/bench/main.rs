@@ -31,8 +31,10 @@
 //! than 10,000 files are skipped unless `--seed-algorithm-all` is given),
 //! `--formats ndjson,parquet` (default `ndjson`; each format writes under its own prefix,
 //! `cloudtrail-daily-<format>/`, so both days stay for `scripts/query_bytes.py`),
-//! `--day-by delivery,event` (default `delivery`; `event` runs write under
-//! `cloudtrail-daily-<format>-event/` and are checked against the event day),
+//! `--day-by delivery,event,event-indexed` (default `delivery`; `event` runs write under
+//! `cloudtrail-daily-<format>-event/` and are checked against the event day;
+//! `event-indexed` runs the event day 02-13 once first, untimed but printed, so that
+//! the runs of 02-12 find its delivery index and skip what it vouches for),
 //! `--validate off,report` (default `off`; runs not `off` sign digests for the shape once,
 //! see `digests.rs`, and check the manifest says every file and digest verified),
 //! `--tail-every 100 --tail-ms 250` (a latency tail: one request in every 100, picked
@@ -608,7 +610,9 @@ async fn agg() {
     let s3 = cloudtrail_aggregator::aws::s3_client_from_env(&cfg)
         .await
         .expect("AWS configuration");
-    let day: cloudtrail_aggregator::Day = "2024-02-12".parse().unwrap();
+    // The event day 02-13 of `twoday` writes the index `event-indexed` runs use.
+    let day = std::env::var("BENCH_DAY").unwrap_or_else(|_| "2024-02-12".into());
+    let day: cloudtrail_aggregator::Day = day.parse().unwrap();
     let s = cloudtrail_aggregator::aggregate_day(&s3, &cfg, day, Default::default())
         .await
         .unwrap_or_else(|e| {
@@ -620,6 +624,47 @@ async fn agg() {
         own_peak_rss_kib(),
         serde_json::to_string(&s.manifest).unwrap()
     );
+}
+
+/// The setup of an `event-indexed` variant: the event day 02-13 of `twoday` aggregated
+/// once under the variant's prefix, writing the delivery index of folder 02/13 that
+/// the variant's runs of 02-12 then use. Prints what it cost (the index is made while
+/// the day is read: compare with the delivery day).
+fn index_next_day(exe: &Path, port: u16, format: &str, validate: &str) {
+    let prefix = format!("cloudtrail-daily-{format}-event-indexed/");
+    let mut cmd = child(exe, port);
+    cmd.env("OUTPUT_FORMAT", format)
+        .env("DAY_BY", "event")
+        .env("VALIDATE", validate)
+        .env("BENCH_DAY", "2024-02-13")
+        .env("DST_PREFIX", &prefix)
+        .arg("agg");
+    let (u, out) = run_measured(&mut cmd);
+    if !out.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        panic!("aggregating the next day failed");
+    }
+    let manifest = manifest_of(&out.stdout);
+    println!(
+        "setup: event day 2024-02-13 under {prefix} ({format}): wall {:.2} s, CPU {:.2} s, {} files, delivery index {}",
+        u.wall,
+        u.cpu,
+        manifest["source_files"],
+        manifest["delivery_index"]
+    );
+}
+
+/// The manifest an `agg` child printed after its peak RSS.
+fn manifest_of(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    let json = text.split_once(' ').map_or("", |(_, m)| m);
+    serde_json::from_str(json.trim()).unwrap_or_default()
+}
+
+/// Whether an event day's run skipped no file by the next day's delivery index.
+fn index_unused(stdout: &[u8]) -> bool {
+    let used = &manifest_of(stdout)["selection"]["next_index"]["files_skipped"];
+    used.as_u64().unwrap_or(0) == 0
 }
 
 /// Peak RSS of this process since exec, in KiB (the driver's wait4 figure would include
@@ -1111,6 +1156,11 @@ fn main() {
             .flat_map(|(f, d)| validate.split(',').map(move |v| (f, d, v)))
             .collect();
         let mut stats: Vec<FormatRuns> = variants.iter().map(|_| FormatRuns::default()).collect();
+        for (format, day_by, validate) in &variants {
+            if *day_by == "event-indexed" {
+                index_next_day(&exe, port, format, validate);
+            }
+        }
         for _ in 0..runs {
             for ((format, day_by, validate), st) in variants.iter().zip(stats.iter_mut()) {
                 // Delivery days keep the prefix scripts/query_bytes.py is given.
@@ -1122,7 +1172,7 @@ fn main() {
                     prefix.push_str(&format!("-validate-{validate}"));
                 }
                 let (want_records, want_digest) = match *day_by {
-                    "event" => (
+                    "event" | "event-indexed" => (
                         meta.event_records.unwrap_or(meta.records),
                         meta.event_digest.unwrap_or(meta.digest),
                     ),
@@ -1131,7 +1181,7 @@ fn main() {
                 let (before, server_cpu_before) = server_stats(port);
                 let mut cmd = child(&exe, port);
                 cmd.env("OUTPUT_FORMAT", format)
-                    .env("DAY_BY", day_by)
+                    .env("DAY_BY", day_by.trim_end_matches("-indexed"))
                     .env("VALIDATE", validate)
                     .env(
                         "AWS_ENDPOINT_URL_CLOUDTRAIL",
@@ -1149,6 +1199,9 @@ fn main() {
                     .next()
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(u.max_rss_kib);
+                if *day_by == "event-indexed" && index_unused(&out.stdout) {
+                    st.verdict = Some("WRONG: the next day's delivery index was not used".into());
+                }
                 if *validate != "off" {
                     let want = (meta.files, digest_count.unwrap_or(0));
                     if let Some(wrong) = validation_wrong(&out.stdout, want) {
