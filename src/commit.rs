@@ -120,7 +120,7 @@ pub async fn commit(
         let name = &o.key[folder.len()..];
         // An earlier run's delivery index goes when this run writes none (it would be
         // named by no manifest); otherwise it is overwritten below.
-        let old_index = name == crate::delivery_index::INDEX_NAME && index_parts.is_none();
+        let old_index = name == layout::DELIVERY_INDEX_NAME && index_parts.is_none();
         let ours = layout::chunk_format(name).is_some() || layout::is_inventory(name) || old_index;
         if ours && !keep.contains(o.key.as_str()) {
             stale.push(o.key);
@@ -130,7 +130,7 @@ pub async fn commit(
     }
     writer::delete_many(s3, dst, &stale).await?;
     for key in &stale {
-        info!(key = %format!("s3://{dst}/{key}"), "stale chunk (or inventory) from an earlier run deleted");
+        info!(key = %format!("s3://{dst}/{key}"), "stale chunk (or inventory, or delivery index) from an earlier run deleted");
     }
     manifest.delivery_index = crate::delivery_index::write(s3, cfg, day, &source, index_parts)
         .await?

@@ -45,14 +45,11 @@ use crate::pages::{Pages, Text};
 use crate::select::DayBy;
 use crate::trigger::Day;
 
-/// The index's name in the day's folder (`_`: Athena never reads it).
-pub const INDEX_NAME: &str = "_delivery-index.json.gz";
-
 /// Files of one folder read by one shard, in key order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Part {
     pub files: u64,
-    /// Lowercase hex SHA-256 of their listing lines (`name\tsize\tetag\n` each).
+    /// Lowercase hex SHA-256 of their names, sizes and ETags (`listing_line`).
     pub sha256: String,
 }
 
@@ -92,26 +89,21 @@ pub struct IndexUse {
     pub files_skipped: u64,
 }
 
-/// The line of one listed file that a folder's SHA-256 is taken over:
-/// `name\tsize\tetag\n`.
+/// What a folder's SHA-256 is taken over, for one listed file: its name, size and ETag,
+/// each framed by its length (a name may hold any byte but `/`), and whether the
+/// listing gave an ETag at all.
 fn listing_line(ctx: &mut Context, name: &str, size: u64, etag: Option<&str>) {
+    ctx.update(&(name.len() as u64).to_le_bytes());
     ctx.update(name.as_bytes());
-    ctx.update(b"\t");
-    let mut digits = [0u8; 20];
-    let mut n = digits.len();
-    let mut v = size;
-    loop {
-        n -= 1;
-        digits[n] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
+    ctx.update(&size.to_le_bytes());
+    match etag {
+        Some(etag) => {
+            ctx.update(&[1]);
+            ctx.update(&(etag.len() as u64).to_le_bytes());
+            ctx.update(etag.as_bytes());
         }
+        None => ctx.update(&[0]),
     }
-    ctx.update(&digits[n..]);
-    ctx.update(b"\t");
-    ctx.update(etag.unwrap_or("").as_bytes());
-    ctx.update(b"\n");
 }
 
 /// The folder of a key (up to its last `/`) and its name.
@@ -430,10 +422,7 @@ pub async fn write(
     let index = merge(day, source, parts);
     let bytes = render(&index);
     let entry = InventoryFile {
-        key: format!(
-            "{}{INDEX_NAME}",
-            crate::layout::day_prefix(&cfg.dst_prefix, day)
-        ),
+        key: crate::layout::delivery_index_key(&cfg.dst_prefix, day),
         files: index
             .folders
             .iter()
@@ -562,21 +551,28 @@ mod tests {
         assert_eq!(filter.used().files_skipped, 2);
     }
 
-    /// A listing line is `name\tsize\tetag\n`, whatever the size's digits.
+    /// A listing's hash tells apart listings that differ anywhere: a name that holds
+    /// what would be a separator, an ETag absent or empty, another size.
     #[test]
-    fn listing_lines() {
-        for (size, etag) in [
-            (0, None),
-            (7, Some("\"e\"")),
-            (10, None),
-            (u64::MAX, Some("")),
-        ] {
+    fn listing_hashes_frame_every_field() {
+        let hash = |files: &[(&str, u64, Option<&str>)]| {
             let mut ctx = Context::new(&SHA256);
-            listing_line(&mut ctx, "n.json.gz", size, etag);
-            let line = format!("n.json.gz\t{size}\t{}\n", etag.unwrap_or(""));
-            let want = aws_lc_rs::digest::digest(&SHA256, line.as_bytes());
-            assert_eq!(ctx.finish().as_ref(), want.as_ref(), "{line}");
-        }
+            for (name, size, etag) in files {
+                listing_line(&mut ctx, name, *size, *etag);
+            }
+            hex::encode(ctx.finish())
+        };
+        let cases: [&[(&str, u64, Option<&str>)]; 6] = [
+            &[("a", 1, Some("e"))],
+            &[("a", 1, Some(""))],
+            &[("a", 1, None)],
+            &[("a", 2, Some("e"))],
+            &[("a\t1\te\n", 1, Some("e"))],
+            &[("a", 1, Some("e")), ("b", 1, Some("e"))],
+        ];
+        let hashes: HashSet<String> = cases.iter().map(|c| hash(c)).collect();
+        assert_eq!(hashes.len(), cases.len());
+        assert_eq!(hash(cases[0]), hash(&[("a", 1, Some("e"))]));
     }
 
     /// The stored form reads back, and is the same bytes every time.

@@ -26,6 +26,9 @@ use crate::trigger::Day;
 
 pub const MANIFEST_NAME: &str = "_manifest.json";
 pub const LEASE_NAME: &str = "_lease.json";
+/// With `DAY_BY=event`: what the day's run learnt of its delivery folders
+/// ([`crate::delivery_index`]).
+pub const DELIVERY_INDEX_NAME: &str = "_delivery-index.json.gz";
 /// What every file of a plan's starts with.
 pub const PLAN_PREFIX: &str = "_plan-";
 
@@ -37,6 +40,11 @@ pub fn day_prefix(dst_prefix: &str, day: Day) -> String {
 /// `DST_PREFIX/YYYY/MM/DD/_manifest.json`.
 pub fn manifest_key(dst_prefix: &str, day: Day) -> String {
     format!("{}{MANIFEST_NAME}", day_prefix(dst_prefix, day))
+}
+
+/// `DST_PREFIX/YYYY/MM/DD/_delivery-index.json.gz`.
+pub fn delivery_index_key(dst_prefix: &str, day: Day) -> String {
+    format!("{}{DELIVERY_INDEX_NAME}", day_prefix(dst_prefix, day))
 }
 
 /// `DST_PREFIX/YYYY/MM/DD/_lease.json`.
@@ -254,6 +262,10 @@ mod tests {
             ),
             (manifest_key("x/y/", day()), "x/y/2024/02/05/_manifest.json"),
             (lease_key("x/", day()), "x/2024/02/05/_lease.json"),
+            (
+                delivery_index_key("x/", day()),
+                "x/2024/02/05/_delivery-index.json.gz",
+            ),
         ];
         for (got, want) in cases {
             assert_eq!(got, want);

@@ -51,7 +51,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::{Config, OutputFormat};
-use crate::delivery_index::{self, Filter, IndexUse};
+use crate::delivery_index::{self, IndexUse};
 use crate::error::{Error, ShardLabel};
 use crate::layout::{self, Naming, PlanFiles};
 use crate::listing::{self, DayFolders, SourceObject};
@@ -573,6 +573,8 @@ struct Listed {
     bytes: u64,
     /// The keys of a day of one shard whose run in place was stopped early.
     single_keys: Option<Vec<u8>>,
+    /// How the next day's delivery index spared files of its folders.
+    next_index: Option<IndexUse>,
 }
 
 /// Lists the day's folders into `planner`, feeding `speculation` and sending each
@@ -587,10 +589,13 @@ async fn list_into(
     mut speculation: Speculation,
     keys_tx: mpsc::Sender<(u32, Vec<u8>)>,
     deadline: Option<Instant>,
-    next_index: &mut Option<Filter>,
 ) -> Result<Listed, Error> {
     // The next day's folders that its delivery index vouches for are read only for
     // their files of earlier days.
+    let mut next_index = match day.succ() {
+        Some(next) => Box::pin(delivery_index::load(s3, cfg, next)).await,
+        None => None,
+    };
     let objects = listing::day_objects(s3, &cfg.src_bucket, prefixes, cfg.max_concurrent_lists)
         .map_ok(|objects| match next_index.as_mut() {
             Some(filter) => filter.apply(objects),
@@ -653,6 +658,10 @@ async fn list_into(
         warn!(day = %day, trail = %group, files, bytes, max_files = cfg.shard_limits.max_files, max_bytes = cfg.shard_limits.max_bytes, "one account and region holds more than a shard's limits: it is one shard of its own (DEDUP keeps an account and region in one shard)");
     }
     let (files, bytes) = planner.totals();
+    let next_index = next_index.map(|f| f.used());
+    if let Some(used) = &next_index {
+        info!(day = %day, index = %used.index, folders_matched = used.folders_matched, folders_read_whole = used.folders_read_whole, files_skipped = used.files_skipped, "the next day's folders read by its delivery index");
+    }
     Ok(Listed {
         single,
         shards,
@@ -660,6 +669,7 @@ async fn list_into(
         files,
         bytes,
         single_keys,
+        next_index,
     })
 }
 
@@ -705,10 +715,6 @@ pub async fn plan_day(
         folder: String::new(),
         stopped_early: false,
     };
-    let mut next_index = match day.succ() {
-        Some(next) => Box::pin(delivery_index::load(s3, cfg, next)).await,
-        None => None,
-    };
     let listing = list_into(
         s3,
         cfg,
@@ -718,7 +724,6 @@ pub async fn plan_day(
         speculation,
         keys_tx,
         deadline,
-        &mut next_index,
     );
     let keys_writer = async {
         let puts = tokio_stream_of(keys_rx).map(|(index, body)| {
@@ -742,10 +747,7 @@ pub async fn plan_day(
     let in_place_run = shard::run(s3, cfg, in_place.clone(), counted, progress);
     let (listed, written, ran) = tokio::join!(listing, keys_writer, in_place_run);
     let mut listed = listed?;
-    let next_index = next_index.map(|f| f.used());
-    if let Some(used) = &next_index {
-        info!(day = %day, index = %used.index, folders_matched = used.folders_matched, folders_read_whole = used.folders_read_whole, files_skipped = used.files_skipped, "the next day's folders read by its delivery index");
-    }
+    let next_index = listed.next_index.take();
     if listed.single {
         if let Some(keys) = listed.single_keys {
             // The day fits one shard after all: it runs now, from its listing.

@@ -199,8 +199,10 @@ pub fn log_selection(day: Day, sel: &Selection) {
         duplicates = sel.duplicates,
         "records selected"
     );
+    let skipped = sel.next_index.as_ref().map_or(0, |u| u.files_skipped);
     if let [_, next] = sel.folders.as_slice() {
-        if next.files == 0 {
+        // Files spared by the next day's index were there, and held no event of the day.
+        if next.files == 0 && skipped == 0 {
             warn!(day = %day, folder = %next.day, "the next day's delivery folders hold no files yet: events of this day delivered after midnight are missing until it is aggregated again");
         }
     }

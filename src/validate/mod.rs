@@ -37,13 +37,12 @@ pub mod stage;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
-
-use crate::pages::{Pages, Text};
 use tracing::{debug, info, warn};
 
 use crate::config::Setting;
 use crate::digest::{self, DigestFile, Link, Metadata, PublicKey};
 use crate::error::Error;
+use crate::pages::{Pages, Text};
 use crate::records::FileDone;
 use crate::trigger::Day;
 
