@@ -306,8 +306,9 @@ impl Filter {
 
     /// Whether `objects` are, part by part, the files the index was made from.
     fn same_listing(parts: &[Part], objects: &[SourceObject]) -> bool {
-        let total: u64 = parts.iter().map(|p| p.files).sum();
-        if total != objects.len() as u64 {
+        // Checked: counts that do not add up (a damaged index) are another listing.
+        let total = parts.iter().try_fold(0u64, |n, p| n.checked_add(p.files));
+        if total != Some(objects.len() as u64) {
             return false;
         }
         let mut rest = objects;
@@ -523,6 +524,20 @@ mod tests {
             assert_eq!(filter.used().folders_read_whole, 1);
             assert_eq!(filter.used().files_skipped, 0);
         }
+        // Counts that wrap around to the listing's length are not the listing.
+        let mut damaged = index.clone();
+        damaged.folders[0].parts = vec![
+            Part {
+                files: u64::MAX,
+                sha256: String::new(),
+            },
+            Part {
+                files: 3,
+                sha256: String::new(),
+            },
+        ];
+        let mut filter = filter(damaged);
+        assert_eq!(filter.apply(f.clone()), f);
     }
 
     /// A folder cut between shards has a part from each, compared part by part; files
